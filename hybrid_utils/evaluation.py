@@ -1,0 +1,505 @@
+"""LAReQA evaluation: mono-, cross- and multilingual mAP and language bias.
+
+LAReQA (Roy et al., 2020) measures how well a retriever finds the answer sentence
+of a question among candidate sentences. With questions and candidates in several
+languages there are three ways to build the retrieval task, and Elmahdy et al.
+(2024, "hybrid batch training", arXiv 2408.10536) report all of them:
+
+* **Monolingual** (X, X): questions in language X, pool = all candidates in X.
+* **Cross-lingual** (X, Y), X != Y: questions in X, pool = all candidates in Y; the
+  relevant candidate is the answer sentence of the question's translation in Y.
+* **Multilingual**: questions in X, pool = the candidates of *all* languages; every
+  translation's answer sentence is relevant (11 relevant items per question on
+  XQuAD-R, 2 to 4 on MLQA-R).
+
+The metric is mean average precision (mAP) over the whole ranking (no cut-off).
+The multilingual pool also gives the **language bias** (rank distance) of a model: for
+each question, the rank of its lowest-ranked relevant answer minus the rank of its
+highest-ranked one. An unbiased model ranks the answers in every language next to
+each other (distance ``R - 1`` for ``R`` relevant answers in the best case), while a
+model that prefers answers in the question's language pushes the other languages
+down and the distance grows.
+
+No library computes the rank distance, so it is hand-written here; the mAP values
+are cross-checked against ``ir_measures`` (trec_eval's ``AP``) in
+``tests/test_evaluation.py``.
+
+Example::
+
+    >>> from hybrid_utils.data import load_lareqa
+    >>> from hybrid_utils.encoder import load_encoder
+    >>> from hybrid_utils.evaluation import evaluate_lareqa, summarize, save_result
+    >>> result = evaluate_lareqa(load_encoder("bundled"), load_lareqa("xquad-r"))
+    >>> print(summarize(result))
+    >>> save_result(result, "results/zero-shot/xquad-r.json")
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CANDIDATE_TEXTS",
+    "TIE_RULE",
+    "evaluate_lareqa",
+    "average_precision",
+    "describe_model",
+    "summarize",
+    "save_result",
+    "load_result",
+]
+
+#: How a candidate is turned into text for the passage encoder.
+CANDIDATE_TEXTS = ("sentence", "sentence+context")
+
+#: How tied scores are ranked (recorded in every result).
+TIE_RULE = ("pessimistic: a relevant candidate is ranked after every non-relevant candidate with the same "
+            "score; relevant candidates tied with each other take consecutive ranks")
+
+
+# --------------------------------------------------------------------------------------
+# Ranks and average precision
+# --------------------------------------------------------------------------------------
+def average_precision(ranks: np.ndarray | Sequence) -> np.ndarray:
+    """Uncut average precision from the ranks of the relevant items.
+
+    ``AP = (1 / R) * sum_k k / r_k``, where ``r_1 <= ... <= r_R`` are the 1-based ranks
+    of the ``R`` relevant items in the full ranking. This equals trec_eval's ``AP``
+    (``map``) when the run contains the whole pool.
+
+    Args:
+        ranks: A ``(n_questions, max_relevant)`` array of ranks, one row per question,
+            padded with ``np.inf`` (or NaN) where a question has fewer relevant items.
+            A 1-D array is treated as a single question.
+
+    Returns:
+        np.ndarray: ``(n_questions,)`` float64 AP values; NaN for a question with no
+        relevant item.
+    """
+    ap, _, _ = _average_precision(np.asarray(ranks, dtype=np.float64))
+    return ap if np.ndim(ranks) > 1 else ap[:1]
+
+
+def _average_precision(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AP per row, the sorted (tie-resolved) ranks and the number of relevant items per row."""
+    r = np.array(ranks, dtype=np.float64, ndmin=2)
+    r[~np.isfinite(r)] = np.inf
+    r.sort(axis=1)
+    # Relevant items tied with each other all receive the pessimistic count P = #(score >= s);
+    # a group of t of them occupies ranks P-t+1 .. P. Going backwards, r_k = min(r_k, r_{k+1} - 1)
+    # turns (P, P, P) into (P-2, P-1, P) and leaves distinct ranks untouched.
+    for k in range(r.shape[1] - 2, -1, -1):
+        np.minimum(r[:, k], r[:, k + 1] - 1, out=r[:, k])
+    valid = np.isfinite(r)
+    n_rel = valid.sum(axis=1)
+    k = np.arange(1, r.shape[1] + 1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(valid, k[None, :] / r, 0.0)
+        ap = precision.sum(axis=1) / n_rel
+    ap[n_rel == 0] = np.nan
+    return ap, r, n_rel
+
+
+# --------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------
+def describe_model(model: Any) -> str | None:
+    """A readable name for ``model``: its model-card name / id / base model, or the path it was loaded from."""
+    card = getattr(model, "model_card_data", None)
+    for attr in ("model_name", "model_id", "base_model"):
+        value = getattr(card, attr, None)
+        if value:
+            return str(value)
+    try:
+        path = model[0].auto_model.config._name_or_path  # SentenceTransformer -> Transformer module
+        if path:
+            return str(path)
+    except Exception:  # noqa: BLE001 - any model without that structure
+        pass
+    name = getattr(model, "__name__", None)
+    return str(name) if name and name != "<lambda>" else None
+
+
+def _encode(model: Any, texts: list[str], prompt_name: str, batch_size: int, show_progress_bar: bool,
+            what: str) -> np.ndarray:
+    """Encode each distinct text once and return float32 embeddings in input order."""
+    uniq: dict[str, int] = {}
+    inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
+    unique = list(uniq)
+    if hasattr(model, "encode"):  # a SentenceTransformer (callable too, so check this first)
+        try:
+            from hybrid_utils.encoder import encode_texts
+        except ModuleNotFoundError as err:  # pragma: no cover - only while the encoder module is missing
+            if err.name != "hybrid_utils.encoder":
+                raise
+            emb = model.encode(unique, prompt_name=prompt_name, batch_size=batch_size,
+                               show_progress_bar=show_progress_bar, convert_to_numpy=True,
+                               normalize_embeddings=True)
+        else:
+            emb = encode_texts(model, unique, prompt_name=prompt_name, batch_size=batch_size,
+                               show_progress_bar=show_progress_bar)
+    elif callable(model):
+        emb = model(unique, prompt_name)
+    else:
+        raise TypeError(f"model must be a SentenceTransformer or a callable encode(texts, prompt_name) -> "
+                        f"np.ndarray, not {type(model).__name__}")
+    emb = np.asarray(emb)
+    if emb.ndim != 2 or emb.shape[0] != len(unique):
+        raise ValueError(f"the encoder returned an array of shape {emb.shape} for {len(unique)} distinct {what} "
+                         f"texts; expected ({len(unique)}, dim)")
+    return _check_embeddings(emb, what)[inverse]
+
+
+def _check_embeddings(emb: Any, what: str) -> np.ndarray:
+    emb = np.asarray(emb)
+    if emb.ndim != 2 or emb.shape[1] == 0:
+        raise ValueError(f"{what} embeddings must be a 2-D (n, dim) array, got shape {emb.shape}")
+    if not np.issubdtype(emb.dtype, np.number):
+        raise ValueError(f"{what} embeddings must be numeric, got dtype {emb.dtype}")
+    emb = emb.astype(np.float32, copy=False)
+    if not np.isfinite(emb).all():
+        raise ValueError(f"{what} embeddings contain NaN or infinite values")
+    return emb
+
+
+def _normalize(emb: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (emb / norms).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def evaluate_lareqa(
+    model: Any,
+    dataset,
+    batch_size: int = 64,
+    candidate_text: str = "sentence",
+    show_progress_bar: bool = True,
+    embeddings: tuple[np.ndarray, np.ndarray] | None = None,
+    model_name: str | None = None,
+    normalize: bool = True,
+    chunk_size: int = 1024,
+) -> dict:
+    """Evaluate a retriever on a LAReQA data set (XQuAD-R, MLQA-R) exactly, with the full pools.
+
+    Every question is encoded once with the prompt ``"query"`` and every candidate once
+    with the prompt ``"passage"``; scores are dot products of the (L2-normalised) float32
+    embeddings, i.e. cosine similarities. One score matrix serves all settings:
+
+    * ``pair_map[X][Y]``: questions in X, pool = all candidates in Y, relevant = the
+      question's answer sentence(s) in Y. A question whose id does not exist in Y is
+      skipped in that setting; a setting with no question is skipped altogether (its
+      value is ``None``) and counted in ``n_settings["skipped"]``.
+    * ``mono_map`` / ``cross_map``: macro averages of ``pair_map`` over the X == Y /
+      X != Y settings (11 / 110 on XQuAD-R, 7 / 42 on MLQA-R), as in LAReQA. The
+      ``*_micro`` variants pool all (question, setting) instances, which differs on
+      MLQA-R where the settings have different sizes.
+    * ``multilingual_map``: pool = all candidates of all languages, every translation's
+      answer sentence relevant; mean AP over the questions of each language, then macro
+      averaged over question languages (``multilingual_map_micro``: over all questions;
+      ``multilingual_map_by_language``: per question language).
+    * ``language_bias``: in the multilingual pool, ``max rank - min rank`` of a
+      question's relevant answers (1-based ranks over the whole pool), averaged per
+      question language and then macro averaged (``language_bias_micro``: over all
+      questions). Questions with fewer than two relevant answers in the pool have no
+      rank distance and are left out. ``rank_distances`` holds the raw per-question
+      distances for histograms. This metric is hand-written (no library computes it);
+      the mAP values are cross-checked against ``ir_measures`` in the tests.
+
+    AP is uncut: ``AP = (1/R) sum_k k / r_k`` over the sorted ranks ``r_k`` of the ``R``
+    relevant candidates in the pool, the rank of a relevant candidate being found by
+    counting the pool candidates whose score is at least as high. Ties are resolved
+    pessimistically (see :data:`TIE_RULE`), so a degenerate model that gives every
+    candidate the same score gets the mAP of the worst ordering rather than a perfect one.
+
+    Args:
+        model: A :class:`~sentence_transformers.SentenceTransformer` with the prompts
+            ``"query"`` and ``"passage"`` (e.g. from :func:`hybrid_utils.encoder.load_encoder`),
+            or any callable ``encode(texts, prompt_name) -> np.ndarray`` returning one row per
+            text. Ignored if ``embeddings`` is given (may then be None).
+        dataset: A :class:`hybrid_utils.data.LAReQADataset`.
+        batch_size: Encoding batch size. Defaults to 64.
+        candidate_text: ``"sentence"`` (LAReQA: encode the candidate sentence) or
+            ``"sentence+context"`` (sentence + " " + its paragraph). Defaults to "sentence".
+        show_progress_bar: Show encoding progress bars. Defaults to True.
+        embeddings: Precomputed ``(question_embeddings, candidate_embeddings)``, aligned
+            with the rows of ``dataset.questions`` and ``dataset.candidates``; skips encoding.
+        model_name: Name recorded in the result. Defaults to :func:`describe_model`.
+        normalize: L2-normalise the embeddings before scoring (cosine similarity).
+            Defaults to True.
+        chunk_size: Questions scored at a time (bounds memory to about
+            ``chunk_size * n_candidates * 5`` bytes). Defaults to 1024.
+
+    Returns:
+        dict: A JSON-serialisable result with ``mono_map``, ``cross_map``,
+        ``multilingual_map``, ``language_bias`` (macro averages), their ``*_micro``
+        variants, ``pair_map`` (``{X: {Y: mAP or None}}``), ``pair_n_questions``,
+        ``multilingual_map_by_language``, ``language_bias_by_language``,
+        ``rank_distances`` (``{X: [int, ...]}``), ``n_settings``, ``n_questions``,
+        ``n_candidates``, ``questions_per_language``, ``candidates_per_language``,
+        ``model``, ``dataset``, ``languages``, ``candidate_text``, ``tie_rule``,
+        ``seconds_encoding``, ``seconds_scoring`` and ``created``.
+
+    Raises:
+        ValueError: For an unknown ``candidate_text``, a relevant id that is not a
+            candidate, or embeddings of the wrong shape / with NaN values.
+    """
+    if candidate_text not in CANDIDATE_TEXTS:
+        raise ValueError(f"candidate_text must be one of {CANDIDATE_TEXTS}, got {candidate_text!r}")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    questions, candidates = dataset.questions, dataset.candidates
+    q_langs = list(questions["language"])
+    c_ids = list(candidates["id"])
+    c_langs = list(candidates["language"])
+    relevant = list(questions["relevant_ids"])
+    n_q, n_c = len(q_langs), len(c_ids)
+    if n_q == 0 or n_c == 0:
+        raise ValueError(f"{getattr(dataset, 'name', 'dataset')} has {n_q} questions and {n_c} candidates; "
+                         "need at least one of each")
+    languages = list(dict.fromkeys(list(getattr(dataset, "languages", None) or [])
+                                   + sorted(set(q_langs) | set(c_langs))))
+    lang_index = {lang: i for i, lang in enumerate(languages)}
+    n_lang = len(languages)
+
+    # --- map relevant ids to candidate rows
+    c_index = {cid: i for i, cid in enumerate(c_ids)}
+    if len(c_index) != n_c:
+        raise ValueError("candidate ids are not unique")
+    max_rel = max((len(r) for r in relevant), default=0)
+    if max_rel == 0:
+        raise ValueError("no question has a relevant candidate")
+    rel_rows = np.full((n_q, max_rel), -1, dtype=np.int64)
+    for qi, rel in enumerate(relevant):
+        rel = list(dict.fromkeys(rel))
+        missing = [r for r in rel if r not in c_index]
+        if missing:
+            raise ValueError(f"question {questions[qi]['id']!r} ({q_langs[qi]}) has relevant id(s) {missing} "
+                             f"that are not among the {n_c} candidates of {getattr(dataset, 'name', 'the dataset')}")
+        rel_rows[qi, :len(rel)] = [c_index[r] for r in rel]
+
+    # --- embeddings
+    t0 = time.perf_counter()
+    if embeddings is not None:
+        if len(embeddings) != 2:
+            raise ValueError("embeddings must be a pair (question_embeddings, candidate_embeddings)")
+        q_emb = _check_embeddings(embeddings[0], "question")
+        c_emb = _check_embeddings(embeddings[1], "candidate")
+        seconds_encoding = 0.0
+    else:
+        if model is None:
+            raise ValueError("pass a model or precomputed embeddings")
+        if candidate_text == "sentence":
+            c_texts = list(candidates["sentence"])
+        else:
+            c_texts = [f"{s} {c}" for s, c in zip(candidates["sentence"], candidates["context"])]
+        q_emb = _encode(model, list(questions["text"]), "query", batch_size, show_progress_bar, "question")
+        c_emb = _encode(model, c_texts, "passage", batch_size, show_progress_bar, "candidate")
+        seconds_encoding = time.perf_counter() - t0
+    if q_emb.shape[0] != n_q or c_emb.shape[0] != n_c:
+        raise ValueError(f"got {q_emb.shape[0]} question and {c_emb.shape[0]} candidate embeddings for "
+                         f"{n_q} questions and {n_c} candidates")
+    if q_emb.shape[1] != c_emb.shape[1]:
+        raise ValueError(f"question embeddings have dimension {q_emb.shape[1]} but candidate embeddings "
+                         f"{c_emb.shape[1]}")
+    if normalize:
+        q_emb, c_emb = _normalize(q_emb), _normalize(c_emb)
+
+    # --- scoring: candidates grouped by language so that every pool is a contiguous slice
+    t1 = time.perf_counter()
+    c_lang_idx = np.array([lang_index[lang] for lang in c_langs], dtype=np.int64)
+    order = np.argsort(c_lang_idx, kind="stable")
+    position = np.empty(n_c, dtype=np.int64)
+    position[order] = np.arange(n_c)
+    c_sorted = np.ascontiguousarray(c_emb[order])
+    bounds = np.searchsorted(c_lang_idx[order], np.arange(n_lang + 1))
+    rel_pos = np.where(rel_rows >= 0, position[np.maximum(rel_rows, 0)], -1)  # column in c_sorted
+    rel_lang = np.where(rel_rows >= 0, c_lang_idx[np.maximum(rel_rows, 0)], -1)
+
+    # ge_count[q, k, l] = number of candidates of language l scoring >= relevant item k of question q
+    ge_count = np.zeros((n_q, max_rel, n_lang), dtype=np.int64)
+    for start in range(0, n_q, chunk_size):
+        stop = min(start + chunk_size, n_q)
+        scores = q_emb[start:stop] @ c_sorted.T  # float32, (chunk, n_c)
+        for k in range(max_rel):
+            has = rel_pos[start:stop, k] >= 0
+            if not has.any():
+                continue
+            sub = np.flatnonzero(has)
+            block = scores if sub.size == scores.shape[0] else scores[sub]
+            s = block[np.arange(sub.size), rel_pos[start + sub, k]]  # the matrix entries themselves: exact self-ties
+            ge = block >= s[:, None]
+            for lang in range(n_lang):
+                a, b = bounds[lang], bounds[lang + 1]
+                if b > a:
+                    ge_count[start + sub, k, lang] = np.count_nonzero(ge[:, a:b], axis=1)
+        del scores
+
+    valid = rel_pos >= 0
+    multi_ranks = np.where(valid, ge_count.sum(axis=2), np.inf).astype(np.float64)
+    own_ranks = np.where(valid, np.take_along_axis(ge_count, np.maximum(rel_lang, 0)[..., None], axis=2)[..., 0],
+                         np.inf).astype(np.float64)
+
+    q_lang_idx = np.array([lang_index[lang] for lang in q_langs], dtype=np.int64)
+    # per (X, Y): AP of each question of X against the pool of Y
+    pair_map: dict[str, dict[str, float | None]] = {}
+    pair_n: dict[str, dict[str, int]] = {}
+    mono_aps, cross_aps = [], []
+    for y, lang_y in enumerate(languages):
+        ap_y, _, n_rel_y = _average_precision(np.where(rel_lang == y, own_ranks, np.inf))
+        for x, lang_x in enumerate(languages):
+            sel = (q_lang_idx == x) & (n_rel_y > 0)
+            pair_n.setdefault(lang_x, {})[lang_y] = int(sel.sum())
+            pair_map.setdefault(lang_x, {})[lang_y] = float(ap_y[sel].mean()) if sel.any() else None
+            (mono_aps if x == y else cross_aps).append(ap_y[sel])
+
+    mono_values = [pair_map[x][x] for x in languages if pair_map[x][x] is not None]
+    cross_values = [pair_map[x][y] for x in languages for y in languages
+                    if x != y and pair_map[x][y] is not None]
+    skipped = [[x, y] for x in languages for y in languages if pair_map[x][y] is None]
+
+    multi_ap, multi_sorted, multi_n_rel = _average_precision(multi_ranks)
+    last = np.take_along_axis(multi_sorted, np.maximum(multi_n_rel - 1, 0)[:, None], axis=1)[:, 0]
+    distance = np.where(multi_n_rel >= 2, last - multi_sorted[:, 0], np.nan)
+
+    multi_by_lang, bias_by_lang, rank_distances, q_per_lang = {}, {}, {}, {}
+    for x, lang_x in enumerate(languages):
+        sel = q_lang_idx == x
+        q_per_lang[lang_x] = int(sel.sum())
+        if not sel.any():
+            continue
+        multi_by_lang[lang_x] = float(multi_ap[sel].mean())
+        d = distance[sel]
+        d = d[np.isfinite(d)]
+        rank_distances[lang_x] = [int(v) for v in d]
+        bias_by_lang[lang_x] = float(d.mean()) if d.size else None
+    all_d = distance[np.isfinite(distance)]
+    seconds_scoring = time.perf_counter() - t1
+
+    c_per_lang = {lang: int(bounds[i + 1] - bounds[i]) for i, lang in enumerate(languages)}
+    return {
+        "dataset": str(getattr(dataset, "name", "")),
+        "model": model_name or describe_model(model) or ("precomputed embeddings" if model is None else type(model).__name__),
+        "languages": languages,
+        "candidate_text": candidate_text,
+        "mono_map": _mean(mono_values),
+        "cross_map": _mean(cross_values),
+        "multilingual_map": _mean(multi_by_lang.values()),
+        "language_bias": _mean(bias_by_lang.values()),
+        "mono_map_micro": float(np.concatenate(mono_aps).mean()) if mono_values else None,
+        "cross_map_micro": float(np.concatenate(cross_aps).mean()) if cross_values else None,
+        "multilingual_map_micro": float(multi_ap.mean()),
+        "language_bias_micro": float(all_d.mean()) if all_d.size else None,
+        "pair_map": pair_map,
+        "pair_n_questions": pair_n,
+        "multilingual_map_by_language": multi_by_lang,
+        "language_bias_by_language": bias_by_lang,
+        "rank_distances": rank_distances,
+        "n_settings": {"mono": len(mono_values), "cross": len(cross_values), "skipped": len(skipped),
+                       "skipped_settings": skipped},
+        "n_questions": n_q,
+        "n_candidates": n_c,
+        "questions_per_language": q_per_lang,
+        "candidates_per_language": c_per_lang,
+        "tie_rule": TIE_RULE,
+        "seconds_encoding": round(seconds_encoding, 3),
+        "seconds_scoring": round(seconds_scoring, 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------
+def _fmt(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def summarize(result: dict) -> str:
+    """A readable multi-line summary of an :func:`evaluate_lareqa` result.
+
+    Shows mono-, cross- and multilingual mAP (macro, with the micro averages), the
+    language bias, timings, and a compact table of mAP x 100 with question languages X
+    as rows and pool languages Y as columns, followed by each row's multilingual mAP
+    and mean rank distance.
+    """
+    n = result.get("n_settings", {})
+    lines = [
+        f"LAReQA {result.get('dataset', '?')} | model: {result.get('model', '?')} | "
+        f"{result.get('n_questions', '?')} questions, {result.get('n_candidates', '?')} candidates, "
+        f"{len(result.get('languages', []))} languages, candidates encoded as {result.get('candidate_text', '?')}",
+        f"mAP x100  mono {_fmt(result.get('mono_map'), digits=2)} (micro {_fmt(result.get('mono_map_micro'), digits=2)},"
+        f" {n.get('mono', '?')} settings) | cross {_fmt(result.get('cross_map'), digits=2)} "
+        f"(micro {_fmt(result.get('cross_map_micro'), digits=2)}, {n.get('cross', '?')} settings) | "
+        f"multilingual {_fmt(result.get('multilingual_map'), digits=2)} "
+        f"(micro {_fmt(result.get('multilingual_map_micro'), digits=2)})",
+        f"language bias (mean rank distance, lower is better): {_fmt(result.get('language_bias'), 1.0)} "
+        f"(micro {_fmt(result.get('language_bias_micro'), 1.0)})",
+    ]
+    if n.get("skipped"):
+        lines.append(f"skipped settings without questions: {n['skipped']}")
+    if "seconds_encoding" in result:
+        lines.append(f"time: encoding {result['seconds_encoding']:.1f} s, scoring {result['seconds_scoring']:.1f} s")
+    langs = result.get("languages", [])
+    pair = result.get("pair_map", {})
+    if langs and pair:
+        lines.append("mAP x100, question language (rows) x pool language (columns):")
+        width = 6
+        lines.append("X\\Y".ljust(4) + "".join(lang.rjust(width) for lang in langs) + " | " + "multi".rjust(width)
+                     + "bias".rjust(width + 2))
+        for x in langs:
+            row = pair.get(x, {})
+            lines.append(x.ljust(4) + "".join(_fmt(row.get(y)).rjust(width) for y in langs) + " | "
+                         + _fmt(result.get("multilingual_map_by_language", {}).get(x)).rjust(width)
+                         + _fmt(result.get("language_bias_by_language", {}).get(x), 1.0).rjust(width + 2))
+    return "\n".join(lines)
+
+
+def save_result(result: dict, path: str | os.PathLike) -> Path:
+    """Write ``result`` as JSON to ``path`` atomically, creating parent folders.
+
+    The JSON is serialised first and written to a temporary file next to ``path``,
+    which then replaces ``path`` in one rename: an existing result is never left
+    half-written or destroyed if anything fails.
+
+    Returns:
+        pathlib.Path: ``path``.
+    """
+    path = Path(path).expanduser()
+    text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)  # fails before touching the disk
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def load_result(path: str | os.PathLike) -> dict:
+    """Read a result written by :func:`save_result`."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

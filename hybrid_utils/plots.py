@@ -1,0 +1,188 @@
+"""Figures for the notebooks and the study: heatmaps, scatter plots, distributions.
+
+Every function draws on a matplotlib ``Axes`` (made for you when not given) and
+returns it, so notebooks can compose them; ``save_study_figures`` writes the set
+of PNGs that ``reproduce`` commits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+METHOD_ORDER = ["zero-shot", "monolingual", "cross-lingual", "hybrid", "adversarial", "hybrid-adversarial"]
+METHOD_COLORS = {"zero-shot": "#7f7f7f", "monolingual": "#1f77b4", "cross-lingual": "#ff7f0e",
+                 "hybrid": "#2ca02c", "adversarial": "#d62728", "hybrid-adversarial": "#9467bd"}
+
+
+def _axes(ax, figsize=(5, 4)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _ordered(methods) -> list[str]:
+    methods = list(dict.fromkeys(methods))
+    return [m for m in METHOD_ORDER if m in methods] + [m for m in methods if m not in METHOD_ORDER]
+
+
+def plot_matrix(matrix: pd.DataFrame, ax=None, title: str = "", fmt: str = "{:.2f}", cmap: str = "viridis",
+                xlabel: str = "candidate language (Y)", ylabel: str = "question language (X)",
+                vmin=None, vmax=None):
+    """A labelled heatmap of a square-ish DataFrame (rows X, columns Y), values written in the cells."""
+    ax = _axes(ax, figsize=(0.55 * matrix.shape[1] + 2, 0.5 * matrix.shape[0] + 1.5))
+    values = matrix.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if matrix.size <= 150:
+        middle = np.nanmean(values) if np.isfinite(values).any() else 0
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
+                        color="black" if value > middle else "white")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def pair_map_frame(result: dict) -> pd.DataFrame:
+    """The X × Y mAP table of one evaluation result as a DataFrame."""
+    languages = result["languages"]
+    return pd.DataFrame([[result["pair_map"].get(x, {}).get(y, np.nan) for y in languages] for x in languages],
+                        index=languages, columns=languages)
+
+
+def plot_pair_map(result: dict, ax=None, title: str | None = None, vmin=0.0, vmax=1.0):
+    """Heatmap of mAP per (question language X, candidate language Y)."""
+    return plot_matrix(pair_map_frame(result), ax=ax, title=title or result.get("model", ""), vmin=vmin, vmax=vmax)
+
+
+def plot_mono_vs_cross(summary: pd.DataFrame, ax=None, title: str = ""):
+    """Monolingual against cross-lingual mAP, one point per method: the balance the paper is about."""
+    ax = _axes(ax)
+    for _, row in summary.iterrows():
+        ax.scatter(row["mono_map"], row["cross_map"], s=60, color=METHOD_COLORS.get(row["method"], "k"),
+                   label=row["method"], zorder=3)
+        ax.annotate(row["method"], (row["mono_map"], row["cross_map"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("monolingual mAP")
+    ax.set_ylabel("cross-lingual mAP")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return ax
+
+
+def plot_setting_bars(summary: pd.DataFrame, ax=None, title: str = ""):
+    """Grouped bars: mono / cross / multilingual mAP for each method."""
+    ax = _axes(ax, figsize=(7, 3.5))
+    methods = _ordered(summary["method"])
+    settings = [("mono_map", "monolingual"), ("cross_map", "cross-lingual"), ("multilingual_map", "multilingual")]
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        row = summary[summary["method"] == method].iloc[0]
+        xs = np.arange(len(settings)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(xs, [row[key] for key, _ in settings], width, label=method, color=METHOD_COLORS.get(method))
+    ax.set_xticks(range(len(settings)), [name for _, name in settings])
+    ax.set_ylabel("mAP")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_rank_distances(results: dict, ax=None, title: str = ""):
+    """Distribution of the per-question rank distance (language bias) for each method."""
+    ax = _axes(ax, figsize=(7, 3.5))
+    methods = _ordered(results)
+    data = [np.concatenate([np.asarray(v, dtype=float) for v in results[m]["rank_distances"].values()])
+            for m in methods]
+    parts = ax.boxplot(data, showfliers=False, patch_artist=True)
+    for patch, method in zip(parts["boxes"], methods):
+        patch.set_facecolor(METHOD_COLORS.get(method, "white"))
+        patch.set_alpha(0.7)
+    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20)
+    ax.set_ylabel("rank distance (max − min rank)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_per_language(results: dict, key: str = "multilingual_map_by_language", ax=None, title: str = "",
+                      ylabel: str = "multilingual mAP"):
+    """Bars per question language for each method (e.g. multilingual mAP or rank distance)."""
+    ax = _axes(ax, figsize=(8, 3.5))
+    methods = _ordered(results)
+    languages = list(next(iter(results.values()))[key])
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        xs = np.arange(len(languages)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(xs, [results[method][key].get(lang, np.nan) for lang in languages], width, label=method,
+               color=METHOD_COLORS.get(method))
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_xlabel("question language")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_loss_curves(logs: dict, ax=None, column: str = "loss", smooth: int = 10, title: str = "training loss"):
+    """Loss per step for several runs (``{name: DataFrame with step and loss}``), smoothed by a rolling mean."""
+    ax = _axes(ax, figsize=(7, 3.5))
+    for name, frame in logs.items():
+        frame = frame.dropna(subset=[column])
+        ax.plot(frame["step"], frame[column].rolling(smooth, min_periods=1).mean(), label=name,
+                color=METHOD_COLORS.get(name))
+    ax.set_xlabel("step")
+    ax.set_ylabel(column)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def save_study_figures(results_dir: Path, summary: pd.DataFrame) -> list[Path]:
+    """The study's PNGs: per evaluation set, bars, scatter, rank distances, per-language bars, heatmaps."""
+    from .reproduce import load_results
+
+    results_dir = Path(results_dir)
+    figures_dir = results_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    all_results = load_results(results_dir)
+    for (model, eval_on), part in summary.groupby(["model", "eval_on"], sort=False):
+        results = {method: all_results[(model, method, eval_on)] for method in part["method"]
+                   if (model, method, eval_on) in all_results}
+        prefix = f"{model}_{eval_on}"
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        plot_setting_bars(part, ax=axes[0], title=f"{model} on {eval_on}: mAP per setting")
+        plot_mono_vs_cross(part, ax=axes[1], title="monolingual vs cross-lingual mAP")
+        written.append(_save(fig, figures_dir / f"{prefix}_overview.png"))
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+        plot_rank_distances(results, ax=axes[0], title=f"language bias on {eval_on}")
+        plot_per_language(results, ax=axes[1], title=f"multilingual mAP per question language ({eval_on})")
+        written.append(_save(fig, figures_dir / f"{prefix}_bias_and_languages.png"))
+        methods = _ordered(results)
+        fig, axes = plt.subplots(2, (len(methods) + 1) // 2, figsize=(6 * ((len(methods) + 1) // 2), 10))
+        for ax, method in zip(np.ravel(axes), methods):
+            plot_pair_map(results[method], ax=ax, title=method)
+        for ax in np.ravel(axes)[len(methods):]:
+            ax.axis("off")
+        fig.suptitle(f"{model}: mAP per (question language, candidate language) on {eval_on}")
+        written.append(_save(fig, figures_dir / f"{prefix}_pair_maps.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,169 @@
+"""The whole study in one call: train every method on both protocols, evaluate, tabulate, plot.
+
+``python -m hybrid_utils reproduce`` runs, for each model of the profile and each
+zero-shot protocol (train on MLQA-R → evaluate on XQuAD-R, and the reverse):
+
+1. the untrained model (``zero-shot``) on the evaluation set,
+2. each method (``monolingual``, ``cross-lingual``, ``hybrid``, ``adversarial``,
+   ``hybrid-adversarial``): fine-tune on the training set, evaluate on the full
+   pools of the evaluation set,
+
+then writes ``summary.csv``, ``summary.md``, the JSON of every evaluation and the
+figures (PNG) into the profile's results folder. It is resumable: a finished
+training run (its folder holds ``train_config.json`` and a model) or evaluation
+(its JSON exists) is skipped, so an interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .profiles import Profile, get_profile
+
+SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "mono_map", "cross_map", "multilingual_map",
+                   "language_bias", "mono_map_micro", "cross_map_micro", "multilingual_map_micro", "n_questions"]
+
+
+def model_slug(model: str) -> str:
+    """A folder name for a model name or path (``bundled`` → ``multilingual-e5-small``)."""
+    return "multilingual-e5-small" if model == "bundled" else Path(model.rstrip("/")).name
+
+
+def run_dir(profile: Profile, model: str, method: str, train_on: str) -> Path:
+    return Path(profile.runs_dir) / model_slug(model) / f"{method}-{train_on}"
+
+
+def result_path(profile: Profile, model: str, method: str, eval_on: str) -> Path:
+    return Path(profile.results_dir) / model_slug(model) / method / f"{eval_on}.json"
+
+
+def is_finished_run(path: Path) -> bool:
+    return (path / "train_config.json").exists() and (path / "modules.json").exists()
+
+
+@dataclass
+class StageTimer:
+    """Wall-clock seconds per stage, printed at the end of a study."""
+
+    def __post_init__(self):
+        self.seconds: "OrderedDict[str, float]" = OrderedDict()
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def table(self) -> str:
+        width = max([len(k) for k in self.seconds] + [5])
+        lines = [f"{stage:<{width}}  {secs:8.1f} s" for stage, secs in self.seconds.items()]
+        lines.append(f"{'total':<{width}}  {sum(self.seconds.values()):8.1f} s")
+        return "\n".join(lines)
+
+
+def _evaluate(model_path: str, eval_on: str, profile: Profile, out: Path, model_name: str, log) -> dict:
+    from .data import load_lareqa
+    from .encoder import load_encoder
+    from .evaluation import evaluate_lareqa, save_result
+
+    if out.exists():
+        log(f"  [skip] {out} exists")
+        return json.loads(out.read_text())
+    dataset = load_lareqa(eval_on, languages=profile.eval_languages, limit_questions=profile.limit_questions)
+    encoder = load_encoder(model_path, quantize_int8=profile.int8_eval)
+    result = evaluate_lareqa(encoder, dataset, model_name=model_name)
+    save_result(result, out)
+    log(f"  mAP mono {result['mono_map']:.3f}  cross {result['cross_map']:.3f}  "
+        f"multi {result['multilingual_map']:.3f}  bias {result['language_bias']:.1f}  -> {out}")
+    return result
+
+
+def reproduce(profile: Profile | str | None = None, methods=None, models=None, log=print) -> pd.DataFrame:
+    """Run the study of ``profile`` (resumable) and return the summary table.
+
+    Args:
+        profile: a :class:`~hybrid_utils.profiles.Profile` or its name (default: from the environment).
+        methods: restrict to these methods (default: the profile's).
+        models: restrict to these models (default: the profile's).
+        log: where progress lines go.
+    """
+    from .training import METHODS, TrainConfig, train
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    methods = list(methods or profile.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}")
+    timer = StageTimer()
+    rows = []
+    for model in models or profile.models:
+        for train_on, eval_on in profile.protocols:
+            log(f"== {model_slug(model)}: zero-shot on {eval_on}")
+            start = time.perf_counter()
+            result = _evaluate(model, eval_on, profile, result_path(profile, model, "zero-shot", eval_on),
+                               model_name=model, log=log)
+            timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
+            rows.append(_row(model, "zero-shot", "-", eval_on, result))
+            for method in methods:
+                out_dir = run_dir(profile, model, method, train_on)
+                log(f"== {model_slug(model)}: {method}, train on {train_on} -> evaluate on {eval_on}")
+                start = time.perf_counter()
+                if is_finished_run(out_dir):
+                    log(f"  [skip] {out_dir} is a finished run")
+                else:
+                    train(TrainConfig(
+                        method=method, train_on=train_on, model=model, output_dir=str(out_dir),
+                        alpha=profile.alpha, batch_size=profile.batch_size, steps=profile.steps,
+                        learning_rate=profile.learning_rate, trainable=profile.trainable,
+                        max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
+                        exclude_overlap_with=eval_on))
+                timer.add(f"train {method} on {train_on}", time.perf_counter() - start)
+                start = time.perf_counter()
+                result = _evaluate(str(out_dir), eval_on, profile, result_path(profile, model, method, eval_on),
+                                   model_name=f"{model_slug(model)}+{method}({train_on})", log=log)
+                timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start)
+                rows.append(_row(model, method, train_on, eval_on, result))
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    start = time.perf_counter()
+    write_summary(summary, Path(profile.results_dir))
+    from .plots import save_study_figures
+    save_study_figures(Path(profile.results_dir), summary)
+    timer.add("summary and figures", time.perf_counter() - start)
+    log("\nTime per stage\n" + timer.table())
+    return summary
+
+
+def _row(model: str, method: str, train_on: str, eval_on: str, result: dict) -> dict:
+    row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on}
+    row.update({key: result.get(key) for key in SUMMARY_COLUMNS if key not in row})
+    return row
+
+
+def write_summary(summary: pd.DataFrame, results_dir: Path) -> None:
+    """``summary.csv`` (all digits) and ``summary.md`` (rounded, for people)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(results_dir / "summary.csv", index=False)
+    (results_dir / "summary.md").write_text(summary_markdown(summary) + "\n")
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table: mAP to three decimals, rank distance to one."""
+    shown = summary[["model", "method", "train_on", "eval_on", "mono_map", "cross_map", "multilingual_map",
+                     "language_bias"]].copy()
+    for column in ("mono_map", "cross_map", "multilingual_map"):
+        shown[column] = shown[column].map(lambda v: f"{v:.3f}")
+    shown["language_bias"] = shown["language_bias"].map(lambda v: f"{v:.1f}")
+    shown.columns = ["model", "method", "trained on", "evaluated on", "mono mAP", "cross mAP",
+                     "multilingual mAP", "rank distance"]
+    return shown.to_markdown(index=False)
+
+
+def load_results(results_dir: str | Path = "results") -> dict:
+    """Every evaluation JSON below ``results_dir``: ``{(model, method, eval_on): result}``."""
+    out = {}
+    for path in sorted(Path(results_dir).glob("*/*/*.json")):
+        out[(path.parent.parent.name, path.parent.name, path.stem)] = json.loads(path.read_text())
+    return out
