@@ -1,0 +1,44 @@
+"""What every notebook does first: pick the profile, fix seeds, make tables and figures readable."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from .profiles import PROFILE_ENV, Profile, get_profile
+
+REPO_URL = "https://github.com/hybrid-batch-tutorials/hybrid-batch-tutorials"
+
+
+def colab_url(notebook: str) -> str:
+    """The "Open in Colab" address of a notebook of this repository."""
+    return f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{notebook}"
+
+
+def setup(profile: str | None = None, seed: int = 0) -> Profile:
+    """Choose the run profile (argument, else ``$HYBRID_PROFILE``, else gpu/cpu by hardware), seed, style.
+
+    Returns the :class:`~hybrid_utils.profiles.Profile`; prints one line saying which it is.
+    """
+    import numpy as np
+    import pandas as pd
+
+    chosen = get_profile(profile)
+    os.environ[PROFILE_ENV] = chosen.name  # helpers called later see the same profile
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+        torch.manual_seed(seed)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        device = "cpu"
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_colwidth", 120)
+    try:
+        import matplotlib.pyplot as plt
+        plt.rcParams.update({"figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False})
+    except ImportError:  # pragma: no cover
+        pass
+    print(f"profile: {chosen.name} | models: {', '.join(chosen.models)} | device: {device}")
+    return chosen
