@@ -129,23 +129,16 @@ def describe_model(model: Any) -> str | None:
 
 
 def _encode(model: Any, texts: list[str], prompt_name: str, batch_size: int, show_progress_bar: bool,
-            what: str) -> np.ndarray:
+            what: str, precision: str = "fp32") -> np.ndarray:
     """Encode each distinct text once and return float32 embeddings in input order."""
     uniq: dict[str, int] = {}
     inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
     unique = list(uniq)
     if hasattr(model, "encode"):  # a SentenceTransformer (callable too, so check this first)
-        try:
-            from hybrid_utils.encoder import encode_texts
-        except ModuleNotFoundError as err:  # pragma: no cover - only while the encoder module is missing
-            if err.name != "hybrid_utils.encoder":
-                raise
-            emb = model.encode(unique, prompt_name=prompt_name, batch_size=batch_size,
-                               show_progress_bar=show_progress_bar, convert_to_numpy=True,
-                               normalize_embeddings=True)
-        else:
-            emb = encode_texts(model, unique, prompt_name=prompt_name, batch_size=batch_size,
-                               show_progress_bar=show_progress_bar)
+        from hybrid_utils.encoder import encode_texts
+
+        emb = encode_texts(model, unique, prompt_name=prompt_name, batch_size=batch_size,
+                           show_progress_bar=show_progress_bar, precision=precision)
     elif callable(model):
         emb = model(unique, prompt_name)
     else:
@@ -194,6 +187,7 @@ def evaluate_lareqa(
     model_name: str | None = None,
     normalize: bool = True,
     chunk_size: int = 1024,
+    precision: str = "fp32",
 ) -> dict:
     """Evaluate a retriever on a LAReQA data set (XQuAD-R, MLQA-R) exactly, with the full pools.
 
@@ -244,6 +238,8 @@ def evaluate_lareqa(
             Defaults to True.
         chunk_size: Questions scored at a time (bounds memory to about
             ``chunk_size * n_candidates * 5`` bytes). Defaults to 1024.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``: bfloat16 autocast while
+            encoding (see :func:`hybrid_utils.encoder.inference_precision`); recorded in the result.
 
     Returns:
         dict: A JSON-serialisable result with ``mono_map``, ``cross_map``,
@@ -308,8 +304,8 @@ def evaluate_lareqa(
             c_texts = list(candidates["sentence"])
         else:
             c_texts = [f"{s} {c}" for s, c in zip(candidates["sentence"], candidates["context"])]
-        q_emb = _encode(model, list(questions["text"]), "query", batch_size, show_progress_bar, "question")
-        c_emb = _encode(model, c_texts, "passage", batch_size, show_progress_bar, "candidate")
+        q_emb = _encode(model, list(questions["text"]), "query", batch_size, show_progress_bar, "question", precision)
+        c_emb = _encode(model, c_texts, "passage", batch_size, show_progress_bar, "candidate", precision)
         seconds_encoding = time.perf_counter() - t0
     if q_emb.shape[0] != n_q or c_emb.shape[0] != n_c:
         raise ValueError(f"got {q_emb.shape[0]} question and {c_emb.shape[0]} candidate embeddings for "
@@ -397,6 +393,7 @@ def evaluate_lareqa(
         "model": model_name or describe_model(model) or ("precomputed embeddings" if model is None else type(model).__name__),
         "languages": languages,
         "candidate_text": candidate_text,
+        "precision": precision if embeddings is None else "precomputed",
         "mono_map": _mean(mono_values),
         "cross_map": _mean(cross_values),
         "multilingual_map": _mean(multi_by_lang.values()),

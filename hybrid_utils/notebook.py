@@ -24,6 +24,9 @@ def setup(profile: str | None = None, seed: int = 0) -> Profile:
     import pandas as pd
 
     chosen = get_profile(profile)
+    here = os.getcwd()
+    if os.path.basename(here) == "notebooks" and os.path.exists(os.path.join(here, "..", "pyproject.toml")):
+        os.chdir("..")  # results/ and runs/ are relative to the repository root, as for the CLI
     os.environ[PROFILE_ENV] = chosen.name  # helpers called later see the same profile
     random.seed(seed)
     np.random.seed(seed)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .encoder import inference_precision
+
 
 class _PassThroughEmbeddings(nn.Module):
     """Stands in for the embedding layer: hands the cached hidden states to the upper layers."""
@@ -81,9 +83,10 @@ class FrozenPrefixCache:
         base_model: the untrained sentence-transformer whose lower layers the fine-tuned models kept.
         num_frozen_layers: how many transformer layers (from the bottom) are frozen.
         batch_size: texts per forward pass.
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :func:`hybrid_utils.encoder.inference_precision`).
     """
 
-    def __init__(self, base_model, num_frozen_layers: int, batch_size: int = 64):
+    def __init__(self, base_model, num_frozen_layers: int, batch_size: int = 64, precision: str = "fp32"):
         transformer, auto = _transformer(base_model)
         total = len(auto.encoder.layer)
         if not 0 < num_frozen_layers < total:
@@ -91,6 +94,7 @@ class FrozenPrefixCache:
         self.base_model = base_model
         self.num_frozen_layers = num_frozen_layers
         self.batch_size = batch_size
+        self.precision = precision
         self._reference = {k: v.detach().clone() for k, v in prefix_state(base_model, num_frozen_layers).items()}
         self._entries: dict[tuple[str, str], tuple[list, np.ndarray, dict[str, int]]] = {}
 
@@ -123,7 +127,8 @@ class FrozenPrefixCache:
             from tqdm.auto import tqdm
             starts = tqdm(starts, desc=f"Lower {self.num_frozen_layers} layers ({prompt_name})", unit="batch")
         device = model.device
-        with torch.inference_mode(), _swapped(auto, auto.encoder.layer[: self.num_frozen_layers]):
+        with torch.inference_mode(), inference_precision(self.precision, device), \
+                _swapped(auto, auto.encoder.layer[: self.num_frozen_layers]):
             for start in starts:
                 index = order[start: start + self.batch_size]
                 features = model.tokenizer([prompt + order_texts[i] for i in index], padding=True, truncation=True,
@@ -143,7 +148,7 @@ class FrozenPrefixCache:
         if not self.matches(model):
             from .encoder import encode_texts
             return encode_texts(model, texts, prompt_name, batch_size=self.batch_size,
-                                show_progress_bar=show_progress_bar)
+                                show_progress_bar=show_progress_bar, precision=self.precision)
         batches, inverse, n_unique = self._prefix(texts, prompt_name, show_progress_bar)
         _, auto = _transformer(model)
         out = np.empty((n_unique, auto.config.hidden_size), dtype=np.float32)
@@ -152,12 +157,13 @@ class FrozenPrefixCache:
         if show_progress_bar:
             from tqdm.auto import tqdm
             iterator = tqdm(batches, desc=f"Top {len(upper)} layers ({prompt_name})", unit="batch")
-        with torch.inference_mode(), _swapped(auto, upper, _PassThroughEmbeddings()):
+        with torch.inference_mode(), inference_precision(self.precision, model.device), \
+                _swapped(auto, upper, _PassThroughEmbeddings()):
             for index, hidden, mask in iterator:
                 top = auto(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
                 weights = mask.unsqueeze(-1).to(top.dtype)
                 pooled = (top * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                out[index] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+                out[index] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
         return out[inverse]
 
     def lareqa_embeddings(self, model, dataset, show_progress_bar: bool = True) -> tuple[np.ndarray, np.ndarray]:

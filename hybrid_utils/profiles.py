@@ -36,11 +36,13 @@ class Profile:
     learning_rate: float = 1e-4
     alpha: float = 0.5
     trainable: str = "cpu-default"
+    num_trainable_layers: int = 4
     max_seq_length: int = 64
     limit_pairs: int | None = None
     limit_questions: int | None = None
     eval_languages: tuple[str, ...] | None = None
     int8_eval: bool = False
+    precision: str = "auto"
     results_dir: str = "results"
     runs_dir: str = "runs"
     extra: dict = field(default_factory=dict)

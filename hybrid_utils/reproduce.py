@@ -64,21 +64,62 @@ class StageTimer:
         return "\n".join(lines)
 
 
-def _evaluate(model_path: str, eval_on: str, profile: Profile, out: Path, model_name: str, log) -> dict:
-    from .data import load_lareqa
-    from .encoder import load_encoder
-    from .evaluation import evaluate_lareqa, save_result
+class _Evaluator:
+    """Evaluates models of one profile; with the CPU default it reuses the frozen layers' work.
 
-    if out.exists():
-        log(f"  [skip] {out} exists")
-        return json.loads(out.read_text())
-    dataset = load_lareqa(eval_on, languages=profile.eval_languages, limit_questions=profile.limit_questions)
-    encoder = load_encoder(model_path, quantize_int8=profile.int8_eval)
-    result = evaluate_lareqa(encoder, dataset, model_name=model_name)
-    save_result(result, out)
-    log(f"  mAP mono {result['mono_map']:.3f}  cross {result['cross_map']:.3f}  "
-        f"multi {result['multilingual_map']:.3f}  bias {result['language_bias']:.1f}  -> {out}")
-    return result
+    Every model fine-tuned with ``trainable="cpu-default"`` keeps the base model's embeddings
+    and lower layers, so a :class:`~hybrid_utils.prefix_cache.FrozenPrefixCache` per
+    evaluation set computes them once, and each model only runs its top layers.
+    """
+
+    def __init__(self, profile: Profile, log):
+        self.profile, self.log = profile, log
+        self._datasets: dict = {}
+        self._caches: dict = {}
+
+    def dataset(self, name: str):
+        from .data import load_lareqa
+
+        if name not in self._datasets:
+            self._datasets[name] = load_lareqa(name, languages=self.profile.eval_languages,
+                                               limit_questions=self.profile.limit_questions)
+        return self._datasets[name]
+
+    def _cache(self, base_model: str):
+        from .encoder import load_encoder
+        from .prefix_cache import FrozenPrefixCache
+        if self.profile.trainable != "cpu-default" or self.profile.int8_eval:
+            return None
+        if base_model not in self._caches:
+            base = load_encoder(base_model)
+            total = base[0].auto_model.config.num_hidden_layers
+            self._caches[base_model] = FrozenPrefixCache(base, total - self.profile.num_trainable_layers,
+                                                         precision=self.profile.precision)
+        return self._caches[base_model]
+
+    def __call__(self, model_path: str, base_model: str, eval_on: str, out: Path, model_name: str) -> dict:
+        from .encoder import load_encoder
+        from .evaluation import evaluate_lareqa, save_result
+
+        if out.exists():
+            self.log(f"  [skip] {out} exists")
+            return json.loads(out.read_text())
+        dataset = self.dataset(eval_on)
+        encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
+        cache = self._cache(base_model)
+        start = time.perf_counter()
+        embeddings = cache.lareqa_embeddings(encoder, dataset) if cache is not None else None
+        result = evaluate_lareqa(encoder, dataset, model_name=model_name, embeddings=embeddings,
+                                 precision=self.profile.precision)
+        if embeddings is not None:
+            result["seconds_encoding"] = round(time.perf_counter() - start - result.get("seconds_scoring", 0.0), 3)
+            result["precision"] = cache.precision
+            result["encoding"] = (f"lower {cache.num_frozen_layers} layers computed once per text "
+                                  f"(FrozenPrefixCache), top layers by this model")
+        save_result(result, out)
+        self.log(f"  mAP mono {result['mono_map']:.3f}  cross {result['cross_map']:.3f}  "
+                 f"multi {result['multilingual_map']:.3f}  bias {result['language_bias']:.1f}  -> {out}")
+        return result
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, log=print) -> pd.DataFrame:
@@ -98,13 +139,14 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, l
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}")
     timer = StageTimer()
+    evaluate = _Evaluator(profile, log)
     rows = []
     for model in models or profile.models:
         for train_on, eval_on in profile.protocols:
             log(f"== {model_slug(model)}: zero-shot on {eval_on}")
             start = time.perf_counter()
-            result = _evaluate(model, eval_on, profile, result_path(profile, model, "zero-shot", eval_on),
-                               model_name=model, log=log)
+            result = evaluate(model, model, eval_on, result_path(profile, model, "zero-shot", eval_on),
+                              model_name=model_slug(model))
             timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
             rows.append(_row(model, "zero-shot", "-", eval_on, result))
             for method in methods:
@@ -118,12 +160,13 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, l
                         method=method, train_on=train_on, model=model, output_dir=str(out_dir),
                         alpha=profile.alpha, batch_size=profile.batch_size, steps=profile.steps,
                         learning_rate=profile.learning_rate, trainable=profile.trainable,
+                        num_trainable_layers=profile.num_trainable_layers,
                         max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
                         exclude_overlap_with=eval_on))
                 timer.add(f"train {method} on {train_on}", time.perf_counter() - start)
                 start = time.perf_counter()
-                result = _evaluate(str(out_dir), eval_on, profile, result_path(profile, model, method, eval_on),
-                                   model_name=f"{model_slug(model)}+{method}({train_on})", log=log)
+                result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on),
+                                  model_name=f"{model_slug(model)} + {method} ({train_on})")
                 timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start)
                 rows.append(_row(model, method, train_on, eval_on, result))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -167,3 +210,23 @@ def load_results(results_dir: str | Path = "results") -> dict:
     for path in sorted(Path(results_dir).glob("*/*/*.json")):
         out[(path.parent.parent.name, path.parent.name, path.stem)] = json.loads(path.read_text())
     return out
+
+
+NOTEBOOKS = ("01_datasets", "02_hybrid_batches", "03_fine_tuning", "04_adversarial_baseline", "05_evaluation")
+
+
+def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str | Path = "notebooks", log=print) -> None:
+    """Execute the notebooks in place with papermill, so that they carry the outputs of this run."""
+    import papermill
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    folder = Path(notebooks_dir)
+    for name in NOTEBOOKS:
+        path = folder / f"{name}.ipynb"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run from the repository root")
+        log(f"== executing {path} (profile {profile.name})")
+        start = time.perf_counter()
+        papermill.execute_notebook(str(path), str(path), parameters={"PROFILE": profile.name}, cwd=str(folder.resolve().parent),
+                                   progress_bar=False)
+        log(f"  {time.perf_counter() - start:.0f} s")
