@@ -122,6 +122,38 @@ class _Evaluator:
         return result
 
 
+def train_config(profile: Profile, method: str, train_on: str, model: str | None = None, **overrides):
+    """The :class:`~hybrid_utils.training.TrainConfig` of one run of the study (``overrides`` win)."""
+    from .training import PROTOCOLS, TrainConfig
+
+    model = model or profile.models[0]
+    settings = dict(method=method, train_on=train_on, model=model,
+                    output_dir=str(run_dir(profile, model, method, train_on)), alpha=profile.alpha,
+                    batch_size=profile.batch_size, steps=profile.steps, learning_rate=profile.learning_rate,
+                    trainable=profile.trainable, num_trainable_layers=profile.num_trainable_layers,
+                    max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs, scale=profile.scale,
+                    exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def ensure_run(profile: Profile | str | None, method: str, train_on: str, model: str | None = None, log=print,
+               **overrides) -> Path:
+    """The folder of a finished training run of the study: trained now unless it is already there.
+
+    Notebooks call this too, so they reuse the runs of ``reproduce`` (and vice versa).
+    """
+    from .training import train
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    config = train_config(profile, method, train_on, model, **overrides)
+    out_dir = Path(config.output_dir)
+    if is_finished_run(out_dir):
+        log(f"  [skip] {out_dir} is a finished run")
+        return out_dir
+    return Path(train(config, log=log))
+
+
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, log=print) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table.
 
@@ -131,7 +163,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, l
         models: restrict to these models (default: the profile's).
         log: where progress lines go.
     """
-    from .training import METHODS, TrainConfig, train
+    from .training import METHODS
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     methods = list(methods or profile.methods)
@@ -153,16 +185,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, l
                 out_dir = run_dir(profile, model, method, train_on)
                 log(f"== {model_slug(model)}: {method}, train on {train_on} -> evaluate on {eval_on}")
                 start = time.perf_counter()
-                if is_finished_run(out_dir):
-                    log(f"  [skip] {out_dir} is a finished run")
-                else:
-                    train(TrainConfig(
-                        method=method, train_on=train_on, model=model, output_dir=str(out_dir),
-                        alpha=profile.alpha, batch_size=profile.batch_size, steps=profile.steps,
-                        learning_rate=profile.learning_rate, trainable=profile.trainable,
-                        num_trainable_layers=profile.num_trainable_layers,
-                        max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
-                        exclude_overlap_with=eval_on))
+                ensure_run(profile, method, train_on, model, log=log)
                 timer.add(f"train {method} on {train_on}", time.perf_counter() - start)
                 start = time.perf_counter()
                 result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on),
@@ -174,6 +197,8 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, l
     write_summary(summary, Path(profile.results_dir))
     from .plots import save_study_figures
     save_study_figures(Path(profile.results_dir), summary)
+    if profile.name == "cpu" and Path(profile.results_dir).resolve() == (Path.cwd() / "results").resolve():
+        update_readme(summary, profile.results_dir)
     timer.add("summary and figures", time.perf_counter() - start)
     log("\nTime per stage\n" + timer.table())
     return summary
@@ -230,3 +255,70 @@ def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str |
         papermill.execute_notebook(str(path), str(path), parameters={"PROFILE": profile.name}, cwd=str(folder.resolve().parent),
                                    progress_bar=False)
         log(f"  {time.perf_counter() - start:.0f} s")
+
+
+def describe_findings(summary: pd.DataFrame) -> str:
+    """Plain-language findings computed from the summary table, one bullet per statement.
+
+    Notebook 05 and the README print this instead of typing numbers by hand.
+    """
+    lines = []
+    for (model, eval_on), part in summary.groupby(["model", "eval_on"], sort=False):
+        part = part.set_index("method")
+        if "zero-shot" not in part.index:
+            continue
+        base = part.loc["zero-shot"]
+        trained = part.drop(index="zero-shot")
+        if trained.empty:
+            continue
+        lines.append(f"- **{model} on {eval_on}** (trained on {', '.join(sorted(set(trained['train_on'])))}):")
+        for column, name in (("mono_map", "monolingual mAP"), ("cross_map", "cross-lingual mAP"),
+                             ("multilingual_map", "multilingual mAP")):
+            best = trained[column].idxmax()
+            lines.append(f"  - best {name}: {best} {trained.loc[best, column]:.3f} "
+                         f"(zero-shot {base[column]:.3f}, {trained.loc[best, column] - base[column]:+.3f})")
+        least = trained["language_bias"].idxmin()
+        lines.append(f"  - smallest rank distance (least language bias): {least} "
+                     f"{trained.loc[least, 'language_bias']:.1f} (zero-shot {base['language_bias']:.1f})")
+        if {"hybrid", "monolingual", "cross-lingual"} <= set(trained.index):
+            h, m, c = (trained.loc[k] for k in ("hybrid", "monolingual", "cross-lingual"))
+            lines.append(f"  - hybrid vs monolingual: mono {h.mono_map - m.mono_map:+.3f}, cross "
+                         f"{h.cross_map - m.cross_map:+.3f}, multilingual {h.multilingual_map - m.multilingual_map:+.3f}, "
+                         f"rank distance {h.language_bias - m.language_bias:+.1f}")
+            lines.append(f"  - hybrid vs cross-lingual: mono {h.mono_map - c.mono_map:+.3f}, cross "
+                         f"{h.cross_map - c.cross_map:+.3f}, multilingual {h.multilingual_map - c.multilingual_map:+.3f}, "
+                         f"rank distance {h.language_bias - c.language_bias:+.1f}")
+        if {"adversarial", "monolingual"} <= set(trained.index):
+            a, m = trained.loc["adversarial"], trained.loc["monolingual"]
+            lines.append(f"  - adversarial vs monolingual (same batches, plus the discriminator): mono "
+                         f"{a.mono_map - m.mono_map:+.3f}, cross {a.cross_map - m.cross_map:+.3f}, rank distance "
+                         f"{a.language_bias - m.language_bias:+.1f}")
+    return "\n".join(lines)
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(summary: pd.DataFrame, results_dir: str | Path, readme: str | Path = "README.md") -> bool:
+    """Write the summary table, the findings and the key figure between the README's results markers.
+
+    Returns False (and changes nothing) when the README or its markers are missing.
+    """
+    readme = Path(readme)
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    figures = sorted((Path(results_dir) / "figures").glob("*xquad-r_overview.png")) or sorted(
+        (Path(results_dir) / "figures").glob("*_overview.png"))
+    block = [README_START, "",
+             "Generated by `python -m hybrid_utils reproduce` (profile `cpu`); do not edit by hand.", "",
+             summary_markdown(summary), "", describe_findings(summary), ""]
+    if figures:
+        block += [f"![mAP per setting and method]({figures[0].as_posix()})", ""]
+    block.append(README_END)
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + "\n".join(block) + tail)
+    return True

@@ -166,20 +166,16 @@ def test_trainer_batches_are_homogeneous(method, tmp_path, bundled_model):
 
 # --------------------------------------------------------------------------- training moves the numbers
 
-def test_training_lowers_loss_and_keeps_held_out_map(tmp_path):
-    """30 CPU-default steps: the training loss goes down; held-out mAP is measured and must not collapse.
-
-    Measured on the 2-core machine: the loss falls from ~1.3 to ~0.1, but held-out
-    cross-lingual mAP (small paragraph pools, where the negatives are the other sentences of
-    the same paragraph) moved from 0.774 to 0.772 and monolingual from 0.806 to 0.795: 30
-    steps of easy in-batch negatives do not improve multilingual-e5-small in-domain. The
-    test therefore only guards against damage (a drop of more than 0.03).
+def test_training_lowers_loss_and_raises_held_out_cross_lingual_map(tmp_path):
+    """30 CPU-default steps of cross-lingual batches: the loss goes down and, on question ids held out
+    of training, retrieval across languages gets better (multilingual-pool mAP up, language bias down)
+    while monolingual mAP is not damaged.
     """
     from hybrid_utils.encoder import load_encoder
     from hybrid_utils.evaluation import evaluate_lareqa
 
-    config = TrainConfig(method="hybrid", batch_size=16, steps=30, eval_holdout=0.1, save_steps=0,
-                         output_dir=str(tmp_path / "hybrid"), seed=0, **SMALL)
+    config = TrainConfig(method="cross-lingual", batch_size=16, steps=30, eval_holdout=0.1, save_steps=0,
+                         scale=50.0, output_dir=str(tmp_path / "cross"), seed=0, **SMALL)
     dataset = load_lareqa("mlqa-r", languages=list(SMALL["languages"]))
     _, heldout, _ = prepare_training_pairs(config, log=None)
     held = subset_lareqa(dataset, sorted(set(heldout["question_id"])))
@@ -196,10 +192,12 @@ def test_training_lowers_loss_and_keeps_held_out_map(tmp_path):
     tuned_model = load_encoder(str(path), device="cpu")
     assert tuned_model.max_seq_length == 512  # the training truncation is not saved
     tuned = evaluate_lareqa(tuned_model, held, show_progress_bar=False)
-    print(f"held-out cross mAP {base['cross_map']:.4f} -> {tuned['cross_map']:.4f}, "
-          f"mono {base['mono_map']:.4f} -> {tuned['mono_map']:.4f}")
-    assert tuned["cross_map"] > base["cross_map"] - 0.03
-    assert tuned["mono_map"] > base["mono_map"] - 0.03
+    for key in ("multilingual_map", "cross_map", "mono_map", "language_bias"):
+        print(f"held-out {key}: {base[key]:.4f} -> {tuned[key]:.4f}")
+    assert tuned["multilingual_map"] > base["multilingual_map"] + 0.02
+    assert tuned["language_bias"] < base["language_bias"]
+    assert tuned["cross_map"] > base["cross_map"]
+    assert tuned["mono_map"] > base["mono_map"] - 0.01
 
 
 # --------------------------------------------------------------------------- resume

@@ -1,0 +1,266 @@
+"""Small helpers the tutorial notebooks share, so that their code cells stay short.
+
+Nothing here is needed for training or evaluation; each function turns library objects
+(samplers, runs, data sets) into the small tables and figures a chapter shows.
+
+* batches: :func:`batch_preview`, :func:`duplicates_per_batch`, :func:`alpha_sweep`,
+  :func:`group_frequencies`;
+* models and runs: :func:`answer_similarities`, :func:`evaluate_runs`, :func:`lambda_sweep_runs`;
+* figures: :func:`plot_alpha_sweep`, :func:`plot_group_frequencies`,
+  :func:`plot_discriminator_accuracy`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .samplers import CROSS_LINGUAL, MONOLINGUAL, HybridBatchSampler, _column
+
+__all__ = [
+    "batch_preview", "duplicates_per_batch", "alpha_sweep", "group_frequencies",
+    "answer_similarities", "evaluate_runs", "lambda_sweep_runs",
+    "plot_alpha_sweep", "plot_group_frequencies", "plot_discriminator_accuracy",
+]
+
+
+# --------------------------------------------------------------------------- batches
+
+def batch_preview(sampler: HybridBatchSampler, pairs: Any, batch: int = 0, rows: int = 3, width: int = 60,
+                  epoch: int | None = None) -> pd.DataFrame:
+    """The first ``rows`` pairs of batch number ``batch`` of a sampler's epoch, texts cut to ``width`` characters.
+
+    Columns: ``question_language``, ``answer_language``, ``question``, ``answer``.
+    """
+    indices = sampler.batches(epoch)[batch][:rows]
+    table = pairs.select(indices).to_pandas() if hasattr(pairs, "select") else pd.DataFrame(pairs).iloc[indices]
+    table = table[["question_language", "answer_language", "question", "answer"]].reset_index(drop=True)
+    for column in ("question", "answer"):
+        table[column] = table[column].map(lambda t: t if len(t) <= width else t[: width - 1] + "…")
+    return table
+
+
+def duplicates_per_batch(source: Any, pairs: Any, epochs: Sequence[int] = (0,),
+                         keys: Sequence[str] = ("question_id", "answer", "question")) -> pd.DataFrame:
+    """How often a key value repeats inside one batch (0 means every batch is duplicate-free).
+
+    ``source`` is a sampler (its batches of each of ``epochs`` are checked) or a plain list of
+    batches (lists of row indices of ``pairs``). For every key column and epoch: ``batches``
+    checked, ``batches_with_repeats`` and ``repeated_pairs`` (pairs whose value already occurred
+    earlier in the same batch).
+    """
+    rows = []
+    for key in keys:
+        values = _column(pairs, key)
+        for epoch in (epochs if isinstance(source, HybridBatchSampler) else ["-"]):
+            batches = source.batches(epoch) if isinstance(source, HybridBatchSampler) else source
+            repeats = [len(b) - len({values[i] for i in b}) for b in batches]
+            rows.append({"key": key, "epoch": epoch, "batches": len(batches),
+                         "batches_with_repeats": int(sum(r > 0 for r in repeats)),
+                         "repeated_pairs": int(sum(repeats))})
+    return pd.DataFrame(rows)
+
+
+def alpha_sweep(pairs: Any, alphas: Sequence[float], batch_size: int, seed: int = 0,
+                kind_sampling: str = "stratified") -> pd.DataFrame:
+    """One epoch of a :class:`HybridBatchSampler` for each ``alpha``.
+
+    Columns: ``alpha``, ``batches`` (steps per epoch), ``monolingual_fraction`` (realised share
+    of monolingual batches), ``pairs_used`` (share of all pairs in the epoch's batches),
+    ``monolingual_used`` / ``cross_lingual_used`` (share of the monolingual / cross-lingual
+    pairs the epoch uses).
+    """
+    qx, ay = _column(pairs, "question_language"), _column(pairs, "answer_language")
+    n_mono = sum(x == y for x, y in zip(qx, ay))
+    n_cross = len(qx) - n_mono
+    rows = []
+    for alpha in alphas:
+        sampler = HybridBatchSampler(pairs, batch_size=batch_size, seed=seed, alpha=float(alpha),
+                                     kind_sampling=kind_sampling)
+        frame = sampler.describe()
+        kinds = frame["kind"].value_counts()
+        rows.append({"alpha": float(alpha), "batches": len(frame),
+                     "monolingual_fraction": frame.attrs["monolingual_fraction"],
+                     "pairs_used": frame.attrs["pairs_used"] / frame.attrs["n_pairs"],
+                     "monolingual_used": kinds.get(MONOLINGUAL, 0) * batch_size / n_mono if n_mono else 0.0,
+                     "cross_lingual_used": kinds.get(CROSS_LINGUAL, 0) * batch_size / n_cross if n_cross else 0.0})
+    return pd.DataFrame(rows)
+
+
+def group_frequencies(sampler: HybridBatchSampler, epochs: Sequence[int] = range(10)) -> pd.DataFrame:
+    """Target (size-proportional) against realised share of batches per language (pair).
+
+    The realised share counts the batches of ``epochs`` (several epochs average out the
+    random choice of which cross-lingual batches fill an epoch). One row per group:
+    ``kind``, ``group`` (``"X-Y"``), ``pairs``, ``target``, ``realised``.
+    """
+    target = sampler.target_proportions()
+    target["group"] = target["question_language"] + "-" + target["answer_language"]
+    counts = pd.concat([sampler.describe(e) for e in epochs])
+    counts = (counts["question_language"] + "-" + counts["answer_language"]).value_counts()
+    target["realised"] = target["group"].map(counts).fillna(0) / counts.sum()
+    return target[["kind", "group", "pairs", "target", "realised"]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- models
+
+def _load_quietly(path, **kwargs):
+    """``load_encoder`` without transformers' load report: a run folder has no (unused) BERT pooler, which
+    transformers reports as missing weights on every load."""
+    from .encoder import _quiet_transformers, load_encoder
+
+    with _quiet_transformers():
+        return load_encoder(str(path), **kwargs)
+
+
+def answer_similarities(models: Mapping[str, Any], dataset, languages: Sequence[str], question_language: str = "en",
+                        n_questions: int = 20) -> pd.DataFrame:
+    """Mean cosine similarity of a question to its own answer sentence in each of ``languages``.
+
+    Uses the first ``n_questions`` question ids of ``dataset`` that exist in
+    ``question_language`` and in every language of ``languages``; the question is encoded with
+    the ``"query"`` prompt, the answers with ``"passage"``. ``models`` maps a row name to a
+    SentenceTransformer or a run folder. One row per model, one column per answer language,
+    plus ``n_questions``.
+    """
+    from .encoder import encode_texts
+
+    q = dataset.questions.to_pandas()
+    text = {(r.id, r.language): r.text for r in q.itertuples()}
+    answer_of = {(r.id, r.language): r.answer_id for r in q.itertuples()}
+    needed = [question_language, *languages]
+    ids = [i for i in dict.fromkeys(q["id"]) if all((i, lang) in text for lang in needed)][:n_questions]
+    if not ids:
+        raise ValueError(f"no question id of {dataset.name} exists in all of {needed}")
+    questions = [text[(i, question_language)] for i in ids]
+    answers = [dataset.candidate(answer_of[(i, lang)])["sentence"] for lang in languages for i in ids]
+    rows = {}
+    for name, model in models.items():
+        if isinstance(model, (str, Path)):
+            model = _load_quietly(model)
+        qe = encode_texts(model, questions, "query", show_progress_bar=False)
+        ae = encode_texts(model, answers, "passage", show_progress_bar=False).reshape(len(languages), len(ids), -1)
+        rows[name] = {lang: float((qe * ae[k]).sum(1).mean()) for k, lang in enumerate(languages)}
+    table = pd.DataFrame(rows).T[list(languages)]
+    table.columns.name = f"{question_language} question → answer in"
+    table["n_questions"] = len(ids)
+    return table
+
+
+def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFrame:
+    """Evaluate several models on one LAReQA data set, as ``reproduce`` does; one row per model.
+
+    ``runs`` maps a row name to a run folder or a model name (``"bundled"`` for the untrained
+    model). With the profile's ``trainable="cpu-default"`` every fine-tuned model shares the
+    base model's lower layers, so a :class:`~hybrid_utils.prefix_cache.FrozenPrefixCache`
+    computes them once for all models. Columns: ``mono_map``, ``cross_map``,
+    ``multilingual_map``, ``language_bias`` (see :func:`hybrid_utils.evaluation.evaluate_lareqa`).
+    """
+    from .evaluation import evaluate_lareqa
+
+    cache = None
+    if profile.trainable == "cpu-default" and not profile.int8_eval:
+        from .prefix_cache import FrozenPrefixCache
+        base = _load_quietly(profile.models[0])
+        total = base[0].auto_model.config.num_hidden_layers
+        cache = FrozenPrefixCache(base, total - profile.num_trainable_layers, precision=profile.precision)
+    rows = {}
+    for name, path in runs.items():
+        model = _load_quietly(path, quantize_int8=profile.int8_eval)
+        embeddings = cache.lareqa_embeddings(model, dataset, show_progress_bar=False) if cache else None
+        result = evaluate_lareqa(model, dataset, embeddings=embeddings, show_progress_bar=False,
+                                 model_name=str(name), precision=profile.precision)
+        rows[name] = {k: result[k] for k in ("mono_map", "cross_map", "multilingual_map", "language_bias")}
+    return pd.DataFrame(rows).T
+
+
+def lambda_sweep_runs(profile, lambdas: Sequence[float], steps: int, method: str = "adversarial",
+                      train_on: str = "mlqa-r", log=print) -> dict[float, Path]:
+    """Finished runs of ``method`` for each ``lambda_max`` (trained now unless already there).
+
+    Each run trains ``steps`` steps with the profile's other settings into
+    ``<profile.runs_dir>/<model>/lambda-sweep/<method>-<train_on>-steps<steps>-lambda<value>``; a value equal
+    to the default ``lambda_max`` with ``steps == profile.steps`` reuses the study's own run.
+    Returns ``{lambda_max: run folder}``.
+    """
+    from .reproduce import ensure_run, model_slug
+    from .training import TrainConfig
+
+    default = TrainConfig().lambda_max
+    runs = {}
+    for value in lambdas:
+        if value == default and steps == profile.steps:
+            runs[value] = ensure_run(profile, method, train_on, log=log)
+        else:
+            folder = Path(profile.runs_dir) / model_slug(profile.models[0]) / "lambda-sweep" / f"{method}-{train_on}-steps{steps}-lambda{value:g}"
+            runs[value] = ensure_run(profile, method, train_on, log=log, lambda_max=float(value), steps=int(steps),
+                                     output_dir=str(folder))
+    return runs
+
+
+# --------------------------------------------------------------------------- figures
+
+def _axes(ax, figsize):
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_alpha_sweep(sweep: pd.DataFrame, ax=None, title: str = "one epoch of hybrid batches"):
+    """Realised monolingual fraction and shares of pairs used per epoch against ``alpha`` (from :func:`alpha_sweep`)."""
+    ax = _axes(ax, (6, 3.5))
+    ax.plot(sweep["alpha"], sweep["alpha"], color="0.7", ls=":", label="α (requested)")
+    styles = [("monolingual_fraction", "realised share of monolingual batches", "o-"),
+              ("pairs_used", "share of all pairs used", "s-"),
+              ("monolingual_used", "share of monolingual pairs used", "^--"),
+              ("cross_lingual_used", "share of cross-lingual pairs used", "v--")]
+    for column, label, style in styles:
+        ax.plot(sweep["alpha"], sweep[column], style, label=label, ms=4)
+    ax.set_xlabel("α = P(monolingual batch)")
+    ax.set_ylabel("share")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title)
+    return ax
+
+
+def plot_group_frequencies(freq: pd.DataFrame, ax=None, title: str = "batches per language (pair)"):
+    """Bars: target against realised share of batches per group (from :func:`group_frequencies`)."""
+    ax = _axes(ax, (max(6, 0.28 * len(freq)), 3.5))
+    xs = np.arange(len(freq))
+    ax.bar(xs - 0.2, freq["target"], 0.4, label="target (size-proportional)", color="#9ecae1")
+    ax.bar(xs + 0.2, freq["realised"], 0.4, label="realised", color="#3182bd")
+    ax.set_xticks(xs, freq["group"], rotation=90, fontsize=7)
+    ax.set_ylabel("share of batches")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_discriminator_accuracy(logs: Mapping[str, pd.DataFrame], ax=None, smooth: int = 5,
+                                title: str = "language discriminator during training"):
+    """Discriminator accuracy per step (rolling mean over ``smooth`` steps) against its chance level."""
+    from .plots import METHOD_COLORS
+
+    ax = _axes(ax, (7, 3.5))
+    chance = None
+    for name, frame in logs.items():
+        frame = frame.dropna(subset=["discriminator_accuracy"])
+        ax.plot(frame["step"], frame["discriminator_accuracy"].rolling(smooth, min_periods=1).mean(),
+                label=name, color=METHOD_COLORS.get(name))
+        chance = float(frame["discriminator_chance"].iloc[0]) if len(frame) else chance
+    if chance is not None:
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance = 1/{round(1 / chance)}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return ax
