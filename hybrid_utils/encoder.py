@@ -713,7 +713,12 @@ def load_encoder(
             )
     else:
         try:
-            model = SentenceTransformer(name_or_path, device=device)
+            if _is_local(name_or_path):
+                # a folder fine-tuned from the bundled model has no BERT pooler either: say nothing about it
+                with _quiet_transformers():
+                    model = SentenceTransformer(name_or_path, device=device)
+            else:
+                model = SentenceTransformer(name_or_path, device=device)
         except Exception as exc:  # noqa: BLE001 - re-raised below unless it is the offline case
             if _is_local(name_or_path) or isinstance(exc, (KeyboardInterrupt, MemoryError)):
                 raise

@@ -43,11 +43,12 @@ def plot_matrix(matrix: pd.DataFrame, ax=None, title: str = "", fmt: str = "{:.2
     if title:
         ax.set_title(title)
     if matrix.size <= 150:
-        middle = np.nanmean(values) if np.isfinite(values).any() else 0
         for (i, j), value in np.ndenumerate(values):
             if np.isfinite(value):
+                red, green, blue, _ = image.cmap(image.norm(value))
+                light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5  # text contrasts with its cell
                 ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
-                        color="black" if value > middle else "white")
+                        color="black" if light else "white")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return ax
 

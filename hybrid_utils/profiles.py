@@ -31,7 +31,7 @@ class Profile:
     models: tuple[str, ...] = ("bundled",)
     methods: tuple[str, ...] = ("monolingual", "cross-lingual", "hybrid", "adversarial", "hybrid-adversarial")
     protocols: tuple[tuple[str, str], ...] = (("mlqa-r", "xquad-r"), ("xquad-r", "mlqa-r"))
-    steps: int = 100
+    steps: int = 60
     batch_size: int = 32
     learning_rate: float = 1e-4
     # InfoNCE scale = 1 / temperature. multilingual-e5 was trained at temperature 0.01 (scale 100), and its

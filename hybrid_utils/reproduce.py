@@ -101,7 +101,8 @@ class _Evaluator:
         from .encoder import load_encoder
         from .evaluation import evaluate_lareqa, save_result
 
-        if out.exists():
+        trained = Path(model_path) / "train_config.json"
+        if out.exists() and (not trained.exists() or out.stat().st_mtime >= trained.stat().st_mtime):
             self.log(f"  [skip] {out} exists")
             return json.loads(out.read_text())
         dataset = self.dataset(eval_on)
@@ -149,9 +150,28 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
     config = train_config(profile, method, train_on, model, **overrides)
     out_dir = Path(config.output_dir)
     if is_finished_run(out_dir):
-        log(f"  [skip] {out_dir} is a finished run")
-        return out_dir
+        changed = _changed_settings(out_dir, config)
+        if not changed:
+            log(f"  [skip] {out_dir} is a finished run")
+            return out_dir
+        log(f"  {out_dir} was trained with other settings ({', '.join(changed)}): training it again")
+        config.resume = False
     return Path(train(config, log=log))
+
+
+_RUN_DEFINING = ("method", "train_on", "model", "alpha", "batch_size", "steps", "learning_rate", "scale", "trainable",
+                 "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule")
+
+
+def _changed_settings(run: Path, config) -> list[str]:
+    """The settings that define a run and differ between its saved ``train_config.json`` and ``config``."""
+    try:
+        saved = json.loads((run / "train_config.json").read_text())
+    except (OSError, ValueError):
+        return ["unreadable train_config.json"]
+    saved = saved.get("config", saved)
+    wanted = config.to_dict()
+    return [key for key in _RUN_DEFINING if key in saved and saved[key] != wanted.get(key)]
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, log=print) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .encoder import load_encoder
 from .samplers import CROSS_LINGUAL, MONOLINGUAL, HybridBatchSampler, _column
 
 __all__ = [
@@ -107,15 +108,6 @@ def group_frequencies(sampler: HybridBatchSampler, epochs: Sequence[int] = range
 
 # --------------------------------------------------------------------------- models
 
-def _load_quietly(path, **kwargs):
-    """``load_encoder`` without transformers' load report: a run folder has no (unused) BERT pooler, which
-    transformers reports as missing weights on every load."""
-    from .encoder import _quiet_transformers, load_encoder
-
-    with _quiet_transformers():
-        return load_encoder(str(path), **kwargs)
-
-
 def answer_similarities(models: Mapping[str, Any], dataset, languages: Sequence[str], question_language: str = "en",
                         n_questions: int = 20) -> pd.DataFrame:
     """Mean cosine similarity of a question to its own answer sentence in each of ``languages``.
@@ -140,7 +132,7 @@ def answer_similarities(models: Mapping[str, Any], dataset, languages: Sequence[
     rows = {}
     for name, model in models.items():
         if isinstance(model, (str, Path)):
-            model = _load_quietly(model)
+            model = load_encoder(model)
         qe = encode_texts(model, questions, "query", show_progress_bar=False)
         ae = encode_texts(model, answers, "passage", show_progress_bar=False).reshape(len(languages), len(ids), -1)
         rows[name] = {lang: float((qe * ae[k]).sum(1).mean()) for k, lang in enumerate(languages)}
@@ -164,12 +156,12 @@ def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFr
     cache = None
     if profile.trainable == "cpu-default" and not profile.int8_eval:
         from .prefix_cache import FrozenPrefixCache
-        base = _load_quietly(profile.models[0])
+        base = load_encoder(profile.models[0])
         total = base[0].auto_model.config.num_hidden_layers
         cache = FrozenPrefixCache(base, total - profile.num_trainable_layers, precision=profile.precision)
     rows = {}
     for name, path in runs.items():
-        model = _load_quietly(path, quantize_int8=profile.int8_eval)
+        model = load_encoder(path, quantize_int8=profile.int8_eval)
         embeddings = cache.lareqa_embeddings(model, dataset, show_progress_bar=False) if cache else None
         result = evaluate_lareqa(model, dataset, embeddings=embeddings, show_progress_bar=False,
                                  model_name=str(name), precision=profile.precision)
