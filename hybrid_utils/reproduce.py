@@ -64,20 +64,21 @@ class StageTimer:
         return "\n".join(lines)
 
 
-class _Evaluator:
+class Evaluator:
     """Evaluates models of one profile; with the CPU default it reuses the frozen layers' work.
 
     Every model fine-tuned with ``trainable="cpu-default"`` keeps the base model's embeddings
-    and lower layers, so a :class:`~hybrid_utils.prefix_cache.FrozenPrefixCache` per
-    evaluation set computes them once, and each model only runs its top layers.
+    and lower layers, so a :class:`~hybrid_utils.prefix_cache.FrozenPrefixCache` per base
+    model computes them once, and each model only runs its top layers.
     """
 
-    def __init__(self, profile: Profile, log):
+    def __init__(self, profile: Profile, log=print):
         self.profile, self.log = profile, log
         self._datasets: dict = {}
         self._caches: dict = {}
 
     def dataset(self, name: str):
+        """The evaluation set ``name`` with the profile's languages and question limit (loaded once)."""
         from .data import load_lareqa
 
         if name not in self._datasets:
@@ -88,6 +89,7 @@ class _Evaluator:
     def _cache(self, base_model: str):
         from .encoder import load_encoder
         from .prefix_cache import FrozenPrefixCache
+
         if self.profile.trainable != "cpu-default" or self.profile.int8_eval:
             return None
         if base_model not in self._caches:
@@ -97,26 +99,34 @@ class _Evaluator:
                                                          precision=self.profile.precision)
         return self._caches[base_model]
 
-    def __call__(self, model_path: str, base_model: str, eval_on: str, out: Path, model_name: str) -> dict:
+    def evaluate(self, model_path: str, dataset, model_name: str, base_model: str | None = None,
+                 show_progress_bar: bool = True) -> dict:
+        """``evaluate_lareqa`` of the model at ``model_path`` (a run folder or model name) on ``dataset``."""
         from .encoder import load_encoder
-        from .evaluation import evaluate_lareqa, save_result
+        from .evaluation import evaluate_lareqa
 
-        trained = Path(model_path) / "train_config.json"
-        if out.exists() and (not trained.exists() or out.stat().st_mtime >= trained.stat().st_mtime):
-            self.log(f"  [skip] {out} exists")
-            return json.loads(out.read_text())
-        dataset = self.dataset(eval_on)
         encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
-        cache = self._cache(base_model)
+        cache = self._cache(base_model or self.profile.models[0])
         start = time.perf_counter()
-        embeddings = cache.lareqa_embeddings(encoder, dataset) if cache is not None else None
+        embeddings = cache.lareqa_embeddings(encoder, dataset, show_progress_bar) if cache is not None else None
         result = evaluate_lareqa(encoder, dataset, model_name=model_name, embeddings=embeddings,
-                                 precision=self.profile.precision)
+                                 precision=self.profile.precision, show_progress_bar=show_progress_bar)
         if embeddings is not None:
             result["seconds_encoding"] = round(time.perf_counter() - start - result.get("seconds_scoring", 0.0), 3)
             result["precision"] = cache.precision
             result["encoding"] = (f"lower {cache.num_frozen_layers} layers computed once per text "
                                   f"(FrozenPrefixCache), top layers by this model")
+        return result
+
+    def __call__(self, model_path: str, base_model: str, eval_on: str, out: Path, model_name: str) -> dict:
+        """Evaluate on the full evaluation set ``eval_on`` and save to ``out``, unless ``out`` is up to date."""
+        from .evaluation import save_result
+
+        trained = Path(model_path) / "train_config.json"
+        if out.exists() and (not trained.exists() or out.stat().st_mtime >= trained.stat().st_mtime):
+            self.log(f"  [skip] {out} exists")
+            return json.loads(out.read_text())
+        result = self.evaluate(model_path, self.dataset(eval_on), model_name, base_model)
         save_result(result, out)
         self.log(f"  mAP mono {result['mono_map']:.3f}  cross {result['cross_map']:.3f}  "
                  f"multi {result['multilingual_map']:.3f}  bias {result['language_bias']:.1f}  -> {out}")
@@ -191,7 +201,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, l
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}")
     timer = StageTimer()
-    evaluate = _Evaluator(profile, log)
+    evaluate = Evaluator(profile, log)
     rows = []
     for model in models or profile.models:
         for train_on, eval_on in profile.protocols:

@@ -151,20 +151,12 @@ def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFr
     computes them once for all models. Columns: ``mono_map``, ``cross_map``,
     ``multilingual_map``, ``language_bias`` (see :func:`hybrid_utils.evaluation.evaluate_lareqa`).
     """
-    from .evaluation import evaluate_lareqa
+    from .reproduce import Evaluator
 
-    cache = None
-    if profile.trainable == "cpu-default" and not profile.int8_eval:
-        from .prefix_cache import FrozenPrefixCache
-        base = load_encoder(profile.models[0])
-        total = base[0].auto_model.config.num_hidden_layers
-        cache = FrozenPrefixCache(base, total - profile.num_trainable_layers, precision=profile.precision)
+    evaluator = Evaluator(profile, log=lambda *_: None)
     rows = {}
     for name, path in runs.items():
-        model = load_encoder(path, quantize_int8=profile.int8_eval)
-        embeddings = cache.lareqa_embeddings(model, dataset, show_progress_bar=False) if cache else None
-        result = evaluate_lareqa(model, dataset, embeddings=embeddings, show_progress_bar=False,
-                                 model_name=str(name), precision=profile.precision)
+        result = evaluator.evaluate(str(path), dataset, model_name=str(name), show_progress_bar=False)
         rows[name] = {k: result[k] for k in ("mono_map", "cross_map", "multilingual_map", "language_bias")}
     return pd.DataFrame(rows).T
 
