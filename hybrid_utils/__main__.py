@@ -80,7 +80,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                         help="dynamic int8 quantisation of the encoder's linear layers (CPU, faster)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
                         help="encoding precision: fp32 (default), bf16 autocast, or auto (bf16 where the hardware "
-                             "runs it natively: AMX CPUs, bf16 GPUs; about 2.5x faster, cosine >= 0.9999 to fp32)")
+                             "runs it natively: AMX CPUs, bf16 GPUs; much faster, see benchmarks/encode.py)")
     parser.add_argument("--candidate-text", choices=CANDIDATE_TEXTS, default="sentence",
                         help="encode the candidate sentence alone (LAReQA, default) or sentence + paragraph")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")

@@ -838,8 +838,8 @@ PRECISIONS = ("fp32", "bf16", "auto")
 def native_bf16(device="cpu") -> bool:
     """True where bfloat16 matrix products run natively: a CUDA GPU with bf16, or a CPU with AMX tiles.
 
-    There bf16 autocast makes encoding about 2.5x faster (163 vs 67 texts/s on 2 Sapphire
-    Rapids cores) with embeddings at cosine >= 0.9999 to fp32; elsewhere it is slower than fp32.
+    There bf16 autocast makes encoding much faster, with embeddings very close to fp32
+    (``benchmarks/encode.py`` measures both); elsewhere it is slower than fp32.
     """
     import torch
 

@@ -17,6 +17,7 @@ training run (its folder holds ``train_config.json`` and a model) or evaluation
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .profiles import Profile, get_profile
+from .profiles import PROFILE_ENV, Profile, get_profile
 
 SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "mono_map", "cross_map", "multilingual_map",
                    "language_bias", "mono_map_micro", "cross_map_micro", "multilingual_map_micro", "n_questions"]
@@ -282,8 +283,17 @@ def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str |
             raise FileNotFoundError(f"{path} is missing: run from the repository root")
         log(f"== executing {path} (profile {profile.name})")
         start = time.perf_counter()
-        papermill.execute_notebook(str(path), str(path), parameters={"PROFILE": profile.name}, cwd=str(folder.resolve().parent),
-                                   progress_bar=False)
+        # The profile reaches the kernel through the environment rather than as an injected parameters cell,
+        # so the committed notebook keeps PROFILE = None and still runs in the smoke profile under the tests.
+        previous = os.environ.get(PROFILE_ENV)
+        os.environ[PROFILE_ENV] = profile.name
+        try:
+            papermill.execute_notebook(str(path), str(path), cwd=str(folder.resolve().parent), progress_bar=False)
+        finally:
+            if previous is None:
+                os.environ.pop(PROFILE_ENV, None)
+            else:
+                os.environ[PROFILE_ENV] = previous
         log(f"  {time.perf_counter() - start:.0f} s")
 
 
@@ -310,14 +320,13 @@ def describe_findings(summary: pd.DataFrame) -> str:
         least = trained["language_bias"].idxmin()
         lines.append(f"  - smallest rank distance (least language bias): {least} "
                      f"{trained.loc[least, 'language_bias']:.1f} (zero-shot {base['language_bias']:.1f})")
-        if {"hybrid", "monolingual", "cross-lingual"} <= set(trained.index):
-            h, m, c = (trained.loc[k] for k in ("hybrid", "monolingual", "cross-lingual"))
-            lines.append(f"  - hybrid vs monolingual: mono {h.mono_map - m.mono_map:+.3f}, cross "
-                         f"{h.cross_map - m.cross_map:+.3f}, multilingual {h.multilingual_map - m.multilingual_map:+.3f}, "
-                         f"rank distance {h.language_bias - m.language_bias:+.1f}")
-            lines.append(f"  - hybrid vs cross-lingual: mono {h.mono_map - c.mono_map:+.3f}, cross "
-                         f"{h.cross_map - c.cross_map:+.3f}, multilingual {h.multilingual_map - c.multilingual_map:+.3f}, "
-                         f"rank distance {h.language_bias - c.language_bias:+.1f}")
+        for other in ("monolingual", "cross-lingual"):
+            if {"hybrid", other} <= set(trained.index):
+                h, o = trained.loc["hybrid"], trained.loc[other]
+                lines.append(f"  - hybrid vs {other}: mono {h.mono_map - o.mono_map:+.3f}, cross "
+                             f"{h.cross_map - o.cross_map:+.3f}, multilingual "
+                             f"{h.multilingual_map - o.multilingual_map:+.3f}, rank distance "
+                             f"{h.language_bias - o.language_bias:+.1f}")
         if {"adversarial", "monolingual"} <= set(trained.index):
             a, m = trained.loc["adversarial"], trained.loc["monolingual"]
             lines.append(f"  - adversarial vs monolingual (same batches, plus the discriminator): mono "
