@@ -670,7 +670,7 @@ def _ensure_bundled() -> pathlib.Path:
 
 
 def load_encoder(
-    name_or_path: str = BUNDLED,
+    name_or_path: str | os.PathLike = BUNDLED,
     device: str | None = None,
     max_seq_length: int | None = None,
     quantize_int8: bool = False,
@@ -701,6 +701,7 @@ def load_encoder(
     """
     from sentence_transformers import SentenceTransformer
 
+    name_or_path = os.fspath(name_or_path)  # a pathlib.Path works too
     device = device or _default_device()
     if quantize_int8 and not str(device).startswith("cpu"):
         raise ValueError("quantize_int8=True needs device='cpu' (PyTorch dynamic quantisation is CPU-only)")
