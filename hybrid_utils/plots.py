@@ -129,8 +129,8 @@ def plot_per_language(results: dict, key: str = "multilingual_map_by_language", 
     ax.set_xticks(range(len(languages)), languages)
     ax.set_xlabel("question language")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=3)
-    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    ax.set_title(title, pad=22)
     ax.grid(axis="y", alpha=0.3)
     return ax
 
