@@ -797,17 +797,9 @@ def encode_texts(
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
 
-    uniq: dict[str, int] = {}
-    inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
-    unique = list(uniq)
-
+    unique, inverse = distinct_texts(texts)
     prompt = model.prompts.get(prompt_name, "") if prompt_name is not None else ""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        lengths = [len(ids) for ids in tokenizer([prompt + t for t in unique], add_special_tokens=False)["input_ids"]]
-    else:  # pragma: no cover - non-text models
-        lengths = [len(t) for t in unique]
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    order = longest_first(model, [prompt + t for t in unique])
 
     out = np.empty((len(unique), dim), dtype=np.float32)
     starts = range(0, len(unique), batch_size)
@@ -828,6 +820,28 @@ def encode_texts(
             )
             out[idx] = emb
     return out[inverse]
+
+
+def distinct_texts(texts: Iterable[str]) -> tuple[list[str], np.ndarray]:
+    """``(unique, inverse)``: the distinct texts in first-seen order, and ``unique[inverse[i]] == texts[i]``."""
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64)
+    return list(index), inverse
+
+
+def longest_first(model: "SentenceTransformer", prompted_texts: list[str]) -> np.ndarray:
+    """Indices of ``prompted_texts`` by decreasing token count (capped at ``model.max_seq_length``).
+
+    Batching texts in this order pads each batch to similar lengths. Token counts, not
+    characters: a Chinese sentence has far more tokens per character than an English one.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:  # pragma: no cover - non-text models
+        lengths = [len(t) for t in prompted_texts]
+    else:
+        lengths = [min(len(ids), model.max_seq_length)
+                   for ids in tokenizer(prompted_texts, add_special_tokens=False)["input_ids"]]
+    return np.argsort(-np.asarray(lengths), kind="stable")
 
 
 # --------------------------------------------------------------------------------------

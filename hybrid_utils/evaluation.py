@@ -131,20 +131,18 @@ def describe_model(model: Any) -> str | None:
 def _encode(model: Any, texts: list[str], prompt_name: str, batch_size: int, show_progress_bar: bool,
             what: str, precision: str = "fp32") -> np.ndarray:
     """Encode each distinct text once and return float32 embeddings in input order."""
-    uniq: dict[str, int] = {}
-    inverse = np.fromiter((uniq.setdefault(t, len(uniq)) for t in texts), dtype=np.int64, count=len(texts))
-    unique = list(uniq)
-    if hasattr(model, "encode"):  # a SentenceTransformer (callable too, so check this first)
-        from hybrid_utils.encoder import encode_texts
+    from hybrid_utils.encoder import distinct_texts, encode_texts
 
-        emb = encode_texts(model, unique, prompt_name=prompt_name, batch_size=batch_size,
+    if hasattr(model, "encode"):  # a SentenceTransformer (callable too, so check this first)
+        # encode_texts already encodes each distinct text once
+        emb = encode_texts(model, texts, prompt_name=prompt_name, batch_size=batch_size,
                            show_progress_bar=show_progress_bar, precision=precision)
-    elif callable(model):
-        emb = model(unique, prompt_name)
-    else:
+        return _check_embeddings(emb, what)
+    if not callable(model):
         raise TypeError(f"model must be a SentenceTransformer or a callable encode(texts, prompt_name) -> "
                         f"np.ndarray, not {type(model).__name__}")
-    emb = np.asarray(emb)
+    unique, inverse = distinct_texts(texts)
+    emb = np.asarray(model(unique, prompt_name))
     if emb.ndim != 2 or emb.shape[0] != len(unique):
         raise ValueError(f"the encoder returned an array of shape {emb.shape} for {len(unique)} distinct {what} "
                          f"texts; expected ({len(unique)}, dim)")

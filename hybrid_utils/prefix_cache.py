@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encoder import inference_precision
+from .encoder import distinct_texts, inference_precision, longest_first
 
 
 class _PassThroughEmbeddings(nn.Module):
@@ -114,13 +114,8 @@ class FrozenPrefixCache:
         model = self.base_model
         _, auto = _transformer(model)
         prompt = (model.prompts or {}).get(prompt_name, "") if prompt_name else ""
-        unique: dict[str, int] = {}
-        for text in texts:
-            unique.setdefault(text, len(unique))
-        order_texts = list(unique)
-        lengths = [len(ids) for ids in model.tokenizer([prompt + t for t in order_texts], add_special_tokens=False,
-                                                      truncation=True, max_length=model.max_seq_length)["input_ids"]]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
+        order_texts, inverse = distinct_texts(texts)
+        order = longest_first(model, [prompt + t for t in order_texts])
         batches = []
         starts = range(0, len(order_texts), self.batch_size)
         if show_progress_bar:
@@ -135,7 +130,7 @@ class FrozenPrefixCache:
                                            max_length=model.max_seq_length, return_tensors="pt").to(device)
                 hidden = auto(**features).last_hidden_state
                 batches.append((index, hidden, features["attention_mask"]))
-        entry = (batches, np.array([unique[t] for t in texts]), len(order_texts))
+        entry = (batches, inverse, len(order_texts))
         self._entries[key] = entry
         return entry
 
