@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .encoder import load_encoder
+from .plots import _axes
 from .samplers import CROSS_LINGUAL, MONOLINGUAL, HybridBatchSampler, _column
 
 __all__ = [
@@ -187,13 +188,6 @@ def lambda_sweep_runs(profile, lambdas: Sequence[float], steps: int, method: str
 
 # --------------------------------------------------------------------------- figures
 
-def _axes(ax, figsize):
-    import matplotlib.pyplot as plt
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
-
-
 def plot_alpha_sweep(sweep: pd.DataFrame, ax=None, title: str = "one epoch of hybrid batches"):
     """Realised monolingual fraction and shares of pairs used per epoch against ``alpha`` (from :func:`alpha_sweep`)."""
     ax = _axes(ax, (6, 3.5))
@@ -230,21 +224,14 @@ def plot_group_frequencies(freq: pd.DataFrame, ax=None, title: str = "batches pe
 def plot_discriminator_accuracy(logs: Mapping[str, pd.DataFrame], ax=None, smooth: int = 5,
                                 title: str = "language discriminator during training"):
     """Discriminator accuracy per step (rolling mean over ``smooth`` steps) against its chance level."""
-    from .plots import METHOD_COLORS
+    from .plots import plot_loss_curves
 
-    ax = _axes(ax, (7, 3.5))
-    chance = None
-    for name, frame in logs.items():
-        frame = frame.dropna(subset=["discriminator_accuracy"])
-        ax.plot(frame["step"], frame["discriminator_accuracy"].rolling(smooth, min_periods=1).mean(),
-                label=name, color=METHOD_COLORS.get(name))
-        chance = float(frame["discriminator_chance"].iloc[0]) if len(frame) else chance
-    if chance is not None:
-        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance = 1/{round(1 / chance)}")
-    ax.set_xlabel("step")
+    ax = plot_loss_curves(logs, ax=ax, column="discriminator_accuracy", smooth=smooth, title=title)
+    chances = [frame["discriminator_chance"].dropna() for frame in logs.values()]
+    chances = [float(c.iloc[0]) for c in chances if len(c)]
+    if chances:
+        ax.axhline(chances[-1], color="k", ls="--", lw=1, label=f"chance = 1/{round(1 / chances[-1])}")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
     return ax
