@@ -7,14 +7,6 @@ import random
 
 from .profiles import PROFILE_ENV, Profile, get_profile
 
-REPO_URL = "https://github.com/hybrid-batch-tutorials/hybrid-batch-tutorials"
-
-
-def colab_url(notebook: str) -> str:
-    """The "Open in Colab" address of a notebook of this repository."""
-    return f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{notebook}"
-
-
 def setup(profile: str | None = None, seed: int = 0) -> Profile:
     """Choose the run profile (argument, else ``$HYBRID_PROFILE``, else gpu/cpu by hardware), seed, style.
 
