@@ -6,6 +6,7 @@ Commands:
   evaluate on full pools, write ``summary.csv``/``summary.md``, JSON and figures); resumable.
 * ``train``: fine-tune one method (``monolingual``, ``cross-lingual``, ``hybrid``,
   ``adversarial``, ``hybrid-adversarial``) on XQuAD-R or MLQA-R.
+* ``tune``: choose steps, learning rate and scale on held-out questions of the training set.
 * ``evaluate``: LAReQA evaluation (mono-, cross-, multilingual mAP and language bias) of
   an encoder on XQuAD-R, MLQA-R or a folder of LAReQA files; prints a summary and
   optionally writes the full result as JSON.
@@ -150,7 +151,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``train`` command (its options live next to the training code)."""
-    from hybrid_utils.training import add_train_arguments
+    from hybrid_utils.cli_train import add_train_arguments
 
     parser = subparsers.add_parser(
         "train", help="fine-tune an encoder with one batch strategy (monolingual, cross-lingual, hybrid, "
@@ -164,7 +165,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``train``."""
-    from hybrid_utils.training import run_train_command
+    from hybrid_utils.cli_train import run_train_command
 
     try:
         return run_train_command(args)
@@ -189,6 +190,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=_positive_int, default=None, help="override the profile's training steps")
     parser.add_argument("--results-dir", default=None, help="override the profile's results folder")
     parser.add_argument("--runs-dir", default=None, help="override the profile's run folder")
+    parser.add_argument("--study", action="store_true",
+                        help="the committed study: every seed of the profile's study_seeds and the adversarial "
+                             "lambda sweep (about 2 hours on 2 CPU cores); default: one seed per method")
     parser.add_argument("--notebooks", action="store_true",
                         help="afterwards, execute the notebooks in place (papermill) with the same profile")
     parser.set_defaults(handler=run_reproduce)
@@ -204,9 +208,49 @@ def run_reproduce(args: argparse.Namespace) -> int:
                                                ("runs_dir", args.runs_dir)) if value is not None}
     try:
         profile = get_profile(args.profile, **overrides)
-        reproduce(profile, methods=args.methods, models=args.models)
+        reproduce(profile, methods=args.methods, models=args.models, study=args.study)
         if args.notebooks:
-            execute_notebooks(profile)
+            execute_notebooks(profile, study=args.study)
+    except (ValueError, OSError) as err:
+        raise CLIError(_one_line(err)) from err
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# tune
+# --------------------------------------------------------------------------------------
+def add_tune_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``tune`` command."""
+    parser = subparsers.add_parser(
+        "tune", help="choose steps, learning rate and scale on held-out questions of the training set",
+        description="Train one run per grid point on a training set (90 %% of its question ids) and evaluate "
+                    "every --eval-every steps on the held-out 10 %%; writes results/tuning/<train-on>.csv and "
+                    "the choice as .json. Never looks at the evaluation set.")
+    parser.add_argument("--train-on", default="mlqa-r", help="mlqa-r or xquad-r (default: mlqa-r)")
+    parser.add_argument("--method", default="hybrid", help="batching method to tune with (default: hybrid)")
+    parser.add_argument("--learning-rates", nargs="+", type=float, default=None, metavar="LR")
+    parser.add_argument("--scales", nargs="+", type=float, default=None, metavar="SCALE")
+    parser.add_argument("--layers", nargs="+", type=_positive_int, default=None, metavar="N",
+                        help="numbers of trainable top layers to try")
+    parser.add_argument("--steps", type=_positive_int, default=240, help="steps per run (default: 240)")
+    parser.add_argument("--eval-every", type=_positive_int, default=40, help="validation every N steps (default: 40)")
+    parser.add_argument("--output", default=None, help="CSV file (default: results/tuning/<train-on>.csv)")
+    parser.set_defaults(handler=run_tune)
+    return parser
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Handler of ``tune``."""
+    from hybrid_utils.tuning import DEFAULT_GRID, tune
+
+    grid = dict(DEFAULT_GRID)
+    for key, values in (("learning_rate", args.learning_rates), ("scale", args.scales),
+                        ("num_trainable_layers", args.layers)):
+        if values:
+            grid[key] = tuple(values)
+    try:
+        tune(args.train_on, method=args.method, grid=grid, steps=args.steps, eval_every=args.eval_every,
+             output=args.output)
     except (ValueError, OSError) as err:
         raise CLIError(_one_line(err)) from err
     return 0
@@ -225,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce_parser(subparsers)
     add_train_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_tune_parser(subparsers)
     return parser
 
 

@@ -25,6 +25,29 @@ Pieces:
   discriminator gradients over the processes (the discriminator lives in the loss, not in
   the DDP-wrapped model, so DDP does not do it).
 
+**Why a queue of embeddings.** The adversarial method trains on *monolingual* batches
+(one language per batch). A discriminator that only sees the current batch then never has
+to tell two languages apart within a step: it learns the language prior, its loss sits at
+``ln(#languages)`` and the reversed gradient it sends the encoder carries no language
+signal. So the discriminator classifies the current batch's embeddings *together with* a
+queue of the last ``queue_size`` embeddings of earlier batches (detached, mixed languages,
+in the manner of MoCo's negative queue). The queue costs no extra encoder pass, unlike a
+mixed-language side batch, and the encoder still receives the reversed gradient on every
+embedding of the current batch: "make these look less like language X" is exactly the
+signal a monolingual batch cannot give by itself. The queued embeddings are up to
+``queue_size / (2 * batch_size)`` steps old; with the small learning rates used here they
+drift little in that time.
+
+**Warm start and warm-up.** Before the first step :meth:`AdversarialLoss.warm_start` fills
+the queue with embeddings of a balanced mixed-language sample of the training texts and
+trains the discriminator alone on them (its own learning rate), so it is far above chance
+when training starts; during the first ``lambda_warmup`` fraction of the steps ``lambda``
+stays 0 (the discriminator keeps learning, the encoder is not yet pushed), then it ramps
+up following the schedule. :meth:`AdversarialLoss.heldout_accuracy` measures the
+discriminator on embeddings of held-out texts of every language; the training loop logs it
+per step next to the chance level (``discriminator_heldout_accuracy``), the evidence that
+the adversary acts.
+
 Language labels come from the training dataset's ``label`` column: one ``[question
 language id, answer language id]`` list per row (the Sentence Transformers collator turns
 it into a ``(batch, 2)`` tensor and never tokenizes it). :func:`language_label_column`
@@ -135,10 +158,19 @@ def ganin_lambda(progress: float, lambda_max: float = 1.0, gamma: float = 10.0) 
     return float(lambda_max) * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
 
 
-def lambda_schedule(progress: float, lambda_max: float, schedule: str = "ganin", gamma: float = 10.0) -> float:
+def lambda_schedule(progress: float, lambda_max: float, schedule: str = "ganin", gamma: float = 10.0,
+                    warmup: float = 0.0) -> float:
     """``lambda`` at training progress ``p``: ``"ganin"`` (see :func:`ganin_lambda`),
-    ``"constant"`` (``lambda_max``) or ``"linear"`` (``lambda_max * p``)."""
+    ``"constant"`` (``lambda_max``) or ``"linear"`` (``lambda_max * p``).
+
+    With ``warmup`` > 0, ``lambda`` is 0 while ``p < warmup`` and the schedule runs over the
+    rest of training (``p' = (p - warmup) / (1 - warmup)``).
+    """
     p = min(max(float(progress), 0.0), 1.0)
+    if warmup > 0.0:
+        if p < warmup:
+            return 0.0
+        p = (p - warmup) / max(1e-12, 1.0 - warmup)
     if schedule == "ganin":
         return ganin_lambda(p, lambda_max, gamma)
     if schedule == "constant":
@@ -214,7 +246,8 @@ class AdversarialLoss(nn.Module):
     def __init__(self, model: nn.Module, base_loss: nn.Module | None = None,
                  languages: Sequence[str] = (), lambda_max: float = 0.1, schedule: str = "ganin",
                  total_steps: int | None = None, gamma: float = 10.0, hidden_dim: int = 256,
-                 dropout: float = 0.1, embedding_dim: int | None = None) -> None:
+                 dropout: float = 0.1, embedding_dim: int | None = None, queue_size: int = 1024,
+                 lambda_warmup: float = 0.0) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown lambda schedule {schedule!r}: choose one of {SCHEDULES}")
@@ -227,17 +260,28 @@ class AdversarialLoss(nn.Module):
         self.languages = list(languages)
         if len(self.languages) < 2:
             raise ValueError("adversarial training needs at least 2 languages")
+        if queue_size < 0:
+            raise ValueError("queue_size must be >= 0")
+        if not 0.0 <= lambda_warmup < 1.0:
+            raise ValueError("lambda_warmup is a fraction of training in [0, 1)")
         self.model = model
         self.base_loss = base_loss
         self.lambda_max, self.schedule, self.gamma = float(lambda_max), schedule, float(gamma)
+        self.lambda_warmup = float(lambda_warmup)
         self.total_steps = total_steps
         dim = embedding_dim or _embedding_dimension(model)
         self.discriminator = LanguageDiscriminator(dim, len(self.languages), hidden_dim, dropout)
         self.grl = GradientReversal(0.0)
+        self.queue_size = int(queue_size)
+        # buffers: saved with the loss, moved with .to(device); label -1 marks an empty slot
+        self.register_buffer("queue_features", torch.zeros(self.queue_size, dim), persistent=False)
+        self.register_buffer("queue_labels", torch.full((self.queue_size,), -1, dtype=torch.long), persistent=False)
+        self._queue_pos = 0
         self.progress = 0.0
         self._progress_from_callback = False
         self._forward_steps = 0
         self._stats = {"correct": 0, "total": 0, "loss": 0.0, "batches": 0}
+        self._extra_stats: dict[str, float] = {}
         self.update_lambda()
 
     # -- schedule
@@ -253,12 +297,72 @@ class AdversarialLoss(nn.Module):
         return self.update_lambda()
 
     def update_lambda(self) -> float:
-        self.grl.lambda_ = lambda_schedule(self.progress, self.lambda_max, self.schedule, self.gamma)
+        self.grl.lambda_ = lambda_schedule(self.progress, self.lambda_max, self.schedule, self.gamma,
+                                           self.lambda_warmup)
         return self.grl.lambda_
 
     @property
     def current_lambda(self) -> float:
         return self.grl.lambda_
+
+    # -- queue
+    def enqueue(self, features: Tensor, labels: Tensor) -> None:
+        """Add detached embeddings and their language ids to the ring buffer (oldest overwritten)."""
+        if self.queue_size == 0:
+            return
+        features, labels = features.detach()[-self.queue_size:], labels.detach()[-self.queue_size:]
+        n = features.shape[0]
+        idx = (torch.arange(n, device=self.queue_labels.device) + self._queue_pos) % self.queue_size
+        self.queue_features[idx] = features.to(self.queue_features.dtype).to(self.queue_features.device)
+        self.queue_labels[idx] = labels.to(self.queue_labels.device)
+        self._queue_pos = (self._queue_pos + n) % self.queue_size
+
+    def queued(self) -> tuple[Tensor, Tensor]:
+        """The filled part of the queue: ``(features, labels)``."""
+        filled = self.queue_labels >= 0
+        return self.queue_features[filled], self.queue_labels[filled]
+
+    # -- warm start and held-out accuracy
+    def warm_start(self, embeddings: Tensor, labels: Tensor, steps: int = 200, lr: float = 1e-3,
+                   batch_size: int = 256, seed: int = 0) -> dict[str, float]:
+        """Fill the queue with ``embeddings`` and pre-train the discriminator alone on them.
+
+        ``embeddings`` should be a balanced mixed-language sample of the training texts, embedded
+        by the model before training. The discriminator gets ``steps`` Adam steps at ``lr`` on
+        random mini-batches (its own optimizer, dropped afterwards). Returns its accuracy on the
+        sample before and after.
+        """
+        embeddings = embeddings.detach().float().to(self.queue_features.device)
+        labels = labels.detach().long().to(self.queue_features.device)
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
+        self.enqueue(embeddings[order], labels[order])
+        before = self._accuracy(embeddings, labels)
+        optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(seed)
+        was_training = self.discriminator.training
+        self.discriminator.train()
+        for _ in range(int(steps)):
+            pick = torch.randint(len(labels), (min(batch_size, len(labels)),), generator=generator).to(labels.device)
+            loss = nn.functional.cross_entropy(self.discriminator(embeddings[pick]), labels[pick])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        self.discriminator.train(was_training)
+        return {"accuracy_before": before, "accuracy_after": self._accuracy(embeddings, labels)}
+
+    @torch.no_grad()
+    def _accuracy(self, embeddings: Tensor, labels: Tensor) -> float:
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        logits = self.discriminator(embeddings.to(self.queue_features.device).float())
+        self.discriminator.train(was_training)
+        return float((logits.argmax(-1) == labels.to(logits.device)).float().mean())
+
+    def heldout_accuracy(self, embeddings: Tensor, labels: Tensor) -> float:
+        """Discriminator accuracy on embeddings of held-out texts (recorded for the step log)."""
+        accuracy = self._accuracy(embeddings, labels)
+        self._extra_stats["discriminator_heldout_accuracy"] = round(accuracy, 6)
+        return accuracy
 
     # -- forward
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> dict[str, Tensor]:
@@ -283,7 +387,15 @@ class AdversarialLoss(nn.Module):
             self.update_lambda()
             self._forward_steps += 1
         logits = self.discriminator(self.grl(features))
-        adversarial = nn.functional.cross_entropy(logits, targets)
+        queue_features, queue_labels = self.queued()
+        if self.training and len(queue_labels):
+            # the queue trains the discriminator on other languages; no gradient reaches the encoder through it
+            all_logits = torch.cat([logits, self.discriminator(queue_features.to(logits.dtype))])
+            adversarial = nn.functional.cross_entropy(all_logits, torch.cat([targets, queue_labels]))
+        else:
+            adversarial = nn.functional.cross_entropy(logits, targets)
+        if self.training:
+            self.enqueue(features, targets)
 
         with torch.no_grad():
             self._stats["correct"] += int((logits.argmax(-1) == targets).sum())
@@ -293,18 +405,26 @@ class AdversarialLoss(nn.Module):
         return {"contrastive": contrastive, "adversarial": adversarial}
 
     def pop_stats(self) -> dict[str, float]:
-        """Discriminator accuracy / loss since the last call, lambda and chance level; resets the counters."""
+        """Discriminator accuracy / loss since the last call, lambda and chance level; resets the counters.
+
+        ``discriminator_accuracy`` is measured on the current batches (with monolingual batches a
+        one-language task), ``discriminator_loss`` includes the queue, and
+        ``discriminator_heldout_accuracy`` (when :meth:`heldout_accuracy` ran since the last call)
+        on held-out texts of every language: the number to compare with ``discriminator_chance``.
+        """
         s = self._stats
         out = {"adversarial_lambda": round(self.current_lambda, 6), "discriminator_chance": round(self.chance_level, 6)}
         if s["total"]:
             out["discriminator_accuracy"] = round(s["correct"] / s["total"], 6)
             out["discriminator_loss"] = round(s["loss"] / max(1, s["batches"]), 6)
+        out.update(self._extra_stats)
         self._stats = {"correct": 0, "total": 0, "loss": 0.0, "batches": 0}
+        self._extra_stats = {}
         return out
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"languages": self.languages, "lambda_max": self.lambda_max, "schedule": self.schedule,
-                "gamma": self.gamma, "base_loss": type(self.base_loss).__name__,
+                "gamma": self.gamma, "lambda_warmup": self.lambda_warmup, "queue_size": self.queue_size, "base_loss": type(self.base_loss).__name__,
                 "discriminator_hidden_dim": self.discriminator.hidden_dim}
 
     @property
@@ -350,3 +470,34 @@ class AdversarialCallback(TrainerCallback):
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world)
+
+
+class HeldoutDiscriminatorCallback(TrainerCallback):
+    """After every ``every`` optimizer steps, measures the discriminator on held-out texts of every language.
+
+    The texts (answers of held-out question ids, a few per language) are embedded by the
+    current encoder without gradient, and :meth:`AdversarialLoss.heldout_accuracy` records the
+    accuracy for the step log (``discriminator_heldout_accuracy``). Far above chance before
+    ``lambda`` bites and falling as it grows is what an adversary that acts looks like.
+    """
+
+    def __init__(self, loss: AdversarialLoss, model, texts: Sequence[str], labels: Sequence[int],
+                 prompt_name: str | None = "passage", every: int = 1, batch_size: int = 64) -> None:
+        if len(texts) != len(labels) or not len(texts):
+            raise ValueError("need one language id per held-out text, and at least one text")
+        self.loss, self.model, self.texts = loss, model, list(texts)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+        self.prompt_name = prompt_name if prompt_name in (getattr(model, "prompts", None) or {}) else None
+        self.every, self.batch_size = max(1, int(every)), batch_size
+
+    def measure(self) -> float:
+        was_training = self.model.training
+        with torch.no_grad():
+            embeddings = self.model.encode(self.texts, prompt_name=self.prompt_name, batch_size=self.batch_size,
+                                           convert_to_tensor=True, show_progress_bar=False)
+        self.model.train(was_training)
+        return self.loss.heldout_accuracy(embeddings, self.labels)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self.measure()

@@ -18,6 +18,16 @@ Example::
     >>> len(xquad.questions), len(xquad.candidates)
     (13090, 13014)
     >>> pairs = build_training_pairs(load_lareqa("mlqa-r"))
+
+Zero-shot protocols (as in the paper): train on MLQA-R and evaluate on XQuAD-R, or the
+reverse. Both come from Wikipedia, so :func:`remove_overlap` drops every training pair
+whose question or answer text occurs, as a question or candidate sentence, in the
+evaluation set (exact match after ``strip()``); :func:`prepare_training_pairs` (and so
+:func:`hybrid_utils.training.train`) does it by default (``exclude_overlap_with="auto"``).
+On the shipped data no training pair overlaps (only two short Hindi candidate sentences,
+"[उद्धरण वांछित]" and "ए.", occur in both sets, and neither is the answer of a question),
+but the check keeps it that way for any data. :func:`split_pairs_by_question_id` holds
+question ids out of training and :func:`subset_lareqa` turns them into an evaluation set.
 """
 
 from __future__ import annotations
@@ -26,15 +36,19 @@ import gzip
 import json
 import lzma
 import os
+import random
 import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from datasets import Dataset
+
+if TYPE_CHECKING:  # config imports samplers; only the type is needed here
+    from .config import TrainConfig
 
 DATASETS = {
     "xquad-r": ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"),
@@ -318,3 +332,159 @@ def build_training_pairs(dataset: LAReQADataset, question_languages: Sequence[st
     if not rows:
         raise ValueError(f"no training pairs for question languages {xs} and answer languages {ys}")
     return Dataset.from_list(rows)
+
+
+# --------------------------------------------------------------------------- overlap, holdout, limits
+
+def _strip_set(texts) -> set[str]:
+    return {t.strip() for t in texts if t is not None}
+
+
+def find_overlap(pairs, eval_dataset: LAReQADataset) -> dict:
+    """Which training pairs share a text with ``eval_dataset``.
+
+    A pair overlaps if its question or its answer, after ``strip()``, equals any question
+    text or any candidate sentence of ``eval_dataset`` (candidates include every answer
+    sentence). Returns ``{"rows": [...], "questions": n, "answers": n, "shared_texts": [...]}``.
+    """
+    eval_texts = _strip_set(eval_dataset.questions["text"]) | _strip_set(eval_dataset.candidates["sentence"])
+    rows, shared = [], set()
+    nq = na = 0
+    for i, (q, a) in enumerate(zip(pairs["question"], pairs["answer"])):
+        q_hit, a_hit = q.strip() in eval_texts, a.strip() in eval_texts
+        if q_hit or a_hit:
+            rows.append(i)
+            nq += q_hit
+            na += a_hit
+            shared.update(t.strip() for t, hit in ((q, q_hit), (a, a_hit)) if hit)
+    return {"rows": rows, "questions": nq, "answers": na, "shared_texts": sorted(shared)}
+
+
+def remove_overlap(pairs, eval_dataset: LAReQADataset, log=print):
+    """Drop the training pairs whose question or answer occurs in ``eval_dataset`` (see :func:`find_overlap`).
+
+    Returns ``(pairs, info)`` with ``info = {"eval_dataset", "removed_pairs", "overlapping_questions",
+    "overlapping_answers", "shared_texts" (up to 20)}``.
+    """
+    found = find_overlap(pairs, eval_dataset)
+    info = {"eval_dataset": eval_dataset.name, "removed_pairs": len(found["rows"]),
+            "overlapping_questions": found["questions"], "overlapping_answers": found["answers"],
+            "shared_texts": found["shared_texts"][:20]}
+    if found["rows"]:
+        drop = set(found["rows"])
+        pairs = pairs.select([i for i in range(len(pairs)) if i not in drop])
+    if log:
+        log(f"overlap with {eval_dataset.name}: removed {info['removed_pairs']} of "
+            f"{len(pairs) + info['removed_pairs']} training pairs")
+    return pairs, info
+
+
+def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int = 42):
+    """Split pairs into (train, held-out) by question id: all translations of a held-out question go out.
+
+    Args:
+        pairs: training pairs (``build_training_pairs``).
+        holdout_fraction: fraction of the distinct question ids to hold out, in [0, 1).
+        seed: for the random choice of ids.
+
+    Returns:
+        ``(train_pairs, heldout_pairs)``; no question id occurs in both.
+    """
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError("holdout_fraction must be in [0, 1)")
+    ids = list(dict.fromkeys(pairs["question_id"]))
+    n_out = int(round(holdout_fraction * len(ids)))
+    if holdout_fraction > 0 and n_out == 0:
+        n_out = 1
+    rng = random.Random(seed)
+    out = set(rng.sample(ids, n_out)) if n_out else set()
+    qids = pairs["question_id"]
+    train_rows = [i for i, q in enumerate(qids) if q not in out]
+    held_rows = [i for i, q in enumerate(qids) if q in out]
+    return pairs.select(train_rows), pairs.select(held_rows)
+
+
+def subset_lareqa(dataset: LAReQADataset, question_ids, pool: str = "paragraphs") -> LAReQADataset:
+    """A LAReQA data set restricted to the questions with these ids.
+
+    Args:
+        dataset: the full data set.
+        question_ids: ids to keep (all their language versions are kept).
+        pool: ``"paragraphs"`` keeps only the candidates from the paragraphs of the kept
+            questions' answers (small and fast, like ``load_lareqa(limit_questions=...)``);
+            ``"all"`` keeps every candidate (the real, harder pool).
+    """
+    if pool not in ("paragraphs", "all"):
+        raise ValueError("pool must be 'paragraphs' or 'all'")
+    keep = set(question_ids)
+    rows = [i for i, q in enumerate(dataset.questions["id"]) if q in keep]
+    if not rows:
+        raise ValueError("none of the question ids occurs in the data set")
+    questions = dataset.questions.select(rows)
+    candidates = dataset.candidates
+    if pool == "paragraphs":
+        relevant = {cid for ids in questions["relevant_ids"] for cid in ids}
+        paragraphs = {p for cid, p in zip(candidates["id"], candidates["paragraph_id"]) if cid in relevant}
+        candidates = candidates.select([i for i, p in enumerate(candidates["paragraph_id"]) if p in paragraphs])
+    languages = sorted(set(questions["language"]) | set(candidates["language"]))
+    return LAReQADataset(name=f"{dataset.name}[{len(keep)} ids]", languages=languages, questions=questions,
+                         candidates=candidates, source=dataset.source)
+
+
+def _limit_by_question_id(pairs, limit: int, seed: int):
+    """About ``limit`` pairs: whole question ids (all their language pairs), drawn at random."""
+    if limit >= len(pairs):
+        return pairs
+    rows_of: dict[str, list[int]] = {}
+    for i, q in enumerate(pairs["question_id"]):
+        rows_of.setdefault(q, []).append(i)
+    ids = list(rows_of)
+    random.Random(seed).shuffle(ids)
+    keep: list[int] = []
+    for q in ids:
+        if len(keep) >= limit:
+            break
+        keep.extend(rows_of[q])
+    return pairs.select(sorted(keep))
+
+
+def _as_dataset(name_or_dataset, languages=None) -> LAReQADataset:
+    if isinstance(name_or_dataset, LAReQADataset):
+        return name_or_dataset
+    return load_lareqa(str(name_or_dataset), languages=languages)
+
+
+def prepare_training_pairs(config: "TrainConfig", log=print):
+    """The pairs a run trains on, and what was done to them.
+
+    Loads ``config.train_on`` (``config.languages``), builds every (question in X, answer in
+    Y) pair, removes the pairs overlapping the evaluation set, holds out ``eval_holdout`` of
+    the question ids and limits to ``limit_pairs`` (whole question ids).
+
+    Returns:
+        ``(pairs, heldout_pairs, info)``: datasets.Dataset of training pairs, of held-out
+        pairs (empty selection if no holdout), and a dict for ``train_config.json``.
+    """
+    from .config import HOLDOUT_SEED
+
+    dataset = load_lareqa(str(config.train_on), languages=config.languages)
+    pairs = build_training_pairs(dataset)
+    info: dict[str, Any] = {"train_dataset": dataset.name, "languages": list(dataset.languages),
+                            "pairs_built": len(pairs)}
+    eval_name = config.eval_dataset_name
+    if eval_name:
+        pairs, overlap = remove_overlap(pairs, _as_dataset(eval_name), log=log)
+        info["overlap"] = overlap
+    else:
+        info["overlap"] = None
+    heldout = pairs.select([])
+    if config.eval_holdout > 0:
+        pairs, heldout = split_pairs_by_question_id(pairs, config.eval_holdout, HOLDOUT_SEED)
+    info["heldout_question_ids"] = sorted(set(heldout["question_id"]))
+    if config.limit_pairs:
+        pairs = _limit_by_question_id(pairs, config.limit_pairs, config.seed)
+    info["pairs"] = len(pairs)
+    info["monolingual_pairs"] = int(sum(x == y for x, y in zip(pairs["question_language"], pairs["answer_language"])))
+    info["cross_lingual_pairs"] = info["pairs"] - info["monolingual_pairs"]
+    return pairs, heldout, info
+

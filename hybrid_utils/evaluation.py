@@ -186,6 +186,8 @@ def evaluate_lareqa(
     normalize: bool = True,
     chunk_size: int = 1024,
     precision: str = "fp32",
+    probe: bool = True,
+    probe_seed: int = 0,
 ) -> dict:
     """Evaluate a retriever on a LAReQA data set (XQuAD-R, MLQA-R) exactly, with the full pools.
 
@@ -212,6 +214,38 @@ def evaluate_lareqa(
       rank distance and are left out. ``rank_distances`` holds the raw per-question
       distances for histograms. This metric is hand-written (no library computes it);
       the mAP values are cross-checked against ``ir_measures`` in the tests.
+    * ``per_question``: per-question values for paired significance tests between models
+      evaluated on the same questions (see :mod:`hybrid_utils.stats`). The unit is the
+      question **id**, not the (id, language) row: the translations of one question are
+      not independent observations, so treating the 11 language versions of an XQuAD-R
+      question as 11 samples would overstate the evidence. ``per_question`` is
+      ``{"question_id": [...], "mono_ap": [...], "cross_ap": [...], "multilingual_ap": [...],
+      "rank_distance": [...]}`` with one entry per id in sorted id order (1,190 on XQuAD-R,
+      1,148 on MLQA-R); each value is the mean over the id's language versions of
+
+      - ``mono_ap``: the AP in the pool of the version's own language,
+      - ``cross_ap``: the mean AP over the other-language pools where the id has an answer,
+      - ``multilingual_ap``: the AP in the multilingual pool,
+      - ``rank_distance``: the rank distance in the multilingual pool (only versions with
+        at least two relevant answers),
+
+      rounded to 5 decimals, ``None`` where an id has no such value (e.g. ``cross_ap`` of an
+      id that exists in one language only). On data where every id has the same number of
+      language versions (XQuAD-R) the mean of ``multilingual_ap`` over ids equals
+      ``multilingual_map_micro``; the macro averages above are computed as before and are
+      not affected.
+    * ``probe_accuracy`` (language-identification probe): how much language information
+      the candidate embeddings still carry (adversarial training tries to remove it). For
+      every question id with an answer sentence in at least two languages, its answer
+      sentences' L2-normalised candidate embeddings are the samples and their language the
+      label. The ids are split 50/50 with ``probe_seed`` (scikit-learn's
+      ``GroupShuffleSplit`` grouped by id, so the translations of one answer never sit on
+      both sides; a sentence that answers ids on both sides is kept in training only), a
+      ``sklearn.linear_model.LogisticRegression`` (default C) is fitted on one half and the
+      accuracy on the other half is reported; scikit-learn does all the fitting. Also
+      ``probe_chance`` (1 / number of languages in the probe), ``probe_n_train`` and
+      ``probe_n_test`` (sentences); all four are ``None`` when the probe is off or has too
+      little data. It takes a few seconds on XQuAD-R (13k candidates, 384 dims).
 
     AP is uncut: ``AP = (1/R) sum_k k / r_k`` over the sorted ranks ``r_k`` of the ``R``
     relevant candidates in the pool, the rank of a relevant candidate being found by
@@ -238,13 +272,16 @@ def evaluate_lareqa(
             ``chunk_size * n_candidates * 5`` bytes). Defaults to 1024.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``: bfloat16 autocast while
             encoding (see :func:`hybrid_utils.encoder.inference_precision`); recorded in the result.
+        probe: Run the language-identification probe. Defaults to True.
+        probe_seed: Seed of the probe's train/test split of the question ids. Defaults to 0.
 
     Returns:
         dict: A JSON-serialisable result with ``mono_map``, ``cross_map``,
         ``multilingual_map``, ``language_bias`` (macro averages), their ``*_micro``
         variants, ``pair_map`` (``{X: {Y: mAP or None}}``), ``pair_n_questions``,
         ``multilingual_map_by_language``, ``language_bias_by_language``,
-        ``rank_distances`` (``{X: [int, ...]}``), ``n_settings``, ``n_questions``,
+        ``rank_distances`` (``{X: [int, ...]}``), ``per_question``, ``probe_accuracy``,
+        ``probe_chance``, ``probe_n_train``, ``probe_n_test``, ``n_settings``, ``n_questions``,
         ``n_candidates``, ``questions_per_language``, ``candidates_per_language``,
         ``model``, ``dataset``, ``languages``, ``candidate_text``, ``tie_rule``,
         ``seconds_encoding``, ``seconds_scoring`` and ``created``.
@@ -354,8 +391,10 @@ def evaluate_lareqa(
     pair_map: dict[str, dict[str, float | None]] = {}
     pair_n: dict[str, dict[str, int]] = {}
     mono_aps, cross_aps = [], []
+    pool_ap = np.full((n_q, n_lang), np.nan)  # AP of each question against each language's pool
     for y, lang_y in enumerate(languages):
         ap_y, _, n_rel_y = _average_precision(np.where(rel_lang == y, own_ranks, np.inf))
+        pool_ap[:, y] = ap_y
         for x, lang_x in enumerate(languages):
             sel = (q_lang_idx == x) & (n_rel_y > 0)
             pair_n.setdefault(lang_x, {})[lang_y] = int(sel.sum())
@@ -383,7 +422,15 @@ def evaluate_lareqa(
         rank_distances[lang_x] = [int(v) for v in d]
         bias_by_lang[lang_x] = float(d.mean()) if d.size else None
     all_d = distance[np.isfinite(distance)]
+    per_question = _per_question(list(questions["id"]), q_lang_idx, pool_ap, multi_ap, distance)
     seconds_scoring = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    probe_result = dict.fromkeys(("probe_accuracy", "probe_chance", "probe_n_train", "probe_n_test"))
+    if probe:
+        probe_result = _language_probe(list(questions["id"]), list(questions["answer_id"]), c_index, c_emb,
+                                       c_langs, probe_seed)
+    seconds_probe = time.perf_counter() - t2
 
     c_per_lang = {lang: int(bounds[i + 1] - bounds[i]) for i, lang in enumerate(languages)}
     return {
@@ -405,6 +452,8 @@ def evaluate_lareqa(
         "multilingual_map_by_language": multi_by_lang,
         "language_bias_by_language": bias_by_lang,
         "rank_distances": rank_distances,
+        "per_question": per_question,
+        **probe_result,
         "n_settings": {"mono": len(mono_values), "cross": len(cross_values), "skipped": len(skipped),
                        "skipped_settings": skipped},
         "n_questions": n_q,
@@ -414,8 +463,76 @@ def evaluate_lareqa(
         "tie_rule": TIE_RULE,
         "seconds_encoding": round(seconds_encoding, 3),
         "seconds_scoring": round(seconds_scoring, 3),
+        "seconds_probe": round(seconds_probe, 3),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _per_question(ids: list, q_lang_idx: np.ndarray, pool_ap: np.ndarray, multi_ap: np.ndarray,
+                  distance: np.ndarray) -> dict[str, list]:
+    """Per-question-id values (see ``per_question`` in :func:`evaluate_lareqa`): means over an id's rows."""
+    rows = np.arange(len(ids))
+    mono = pool_ap[rows, q_lang_idx]
+    other = pool_ap.copy()
+    other[rows, q_lang_idx] = np.nan
+    has_other = np.isfinite(other).any(axis=1)
+    cross = np.full(len(ids), np.nan)
+    cross[has_other] = np.nanmean(other[has_other], axis=1)
+    unique, inverse = np.unique(np.asarray(ids, dtype=object).astype(str), return_inverse=True)
+
+    def by_id(values: np.ndarray) -> list:
+        ok = np.isfinite(values)
+        total = np.bincount(inverse[ok], weights=values[ok], minlength=len(unique))
+        count = np.bincount(inverse[ok], minlength=len(unique))
+        return [round(float(t / c), 5) if c else None for t, c in zip(total, count)]
+
+    return {"question_id": [str(u) for u in unique], "mono_ap": by_id(mono), "cross_ap": by_id(cross),
+            "multilingual_ap": by_id(multi_ap), "rank_distance": by_id(distance)}
+
+
+def _language_probe(q_ids: list, answer_ids: list, c_index: dict, c_emb: np.ndarray, c_langs: list,
+                    seed: int) -> dict:
+    """Language-identification probe on the answer sentences (see ``probe_accuracy`` in :func:`evaluate_lareqa`)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupShuffleSplit
+    from threadpoolctl import threadpool_limits
+
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    empty = dict.fromkeys(("probe_accuracy", "probe_chance", "probe_n_train", "probe_n_test"))
+    answers: dict[str, dict[str, int]] = {}  # id -> {language: candidate row of its answer sentence}
+    for qid, aid in zip(q_ids, answer_ids):
+        row = c_index.get(aid)
+        if row is not None:
+            answers.setdefault(str(qid), {}).setdefault(c_langs[row], row)
+    pairs = [(k, row) for k, qid in enumerate(sorted(answers)) if len(answers[qid]) >= 2
+             for row in answers[qid].values()]
+    if len({k for k, _ in pairs}) < 2:
+        return empty
+    # Group = connected component of "id -- its answer sentences": the translations of an id stay
+    # together, and so do ids sharing an answer sentence (no sentence on both sides of the split).
+    id_node = np.array([k for k, _ in pairs])
+    c_node = np.array([row for _, row in pairs]) + len(answers)
+    n_nodes = len(answers) + len(c_langs)
+    graph = coo_matrix((np.ones(len(pairs)), (id_node, c_node)), shape=(n_nodes, n_nodes))
+    component = connected_components(graph, directed=False)[1]
+    rows = np.unique(c_node) - len(answers)
+    groups = component[rows + len(answers)]
+    if np.unique(groups).size < 2:
+        return empty
+    train, test = next(GroupShuffleSplit(n_splits=1, test_size=0.5, random_state=seed).split(rows, groups=groups))
+    train_rows, test_rows = rows[train], rows[test]
+    labels = np.asarray(c_langs)
+    if len(set(labels[train_rows])) < 2:
+        return empty
+    x = _normalize(c_emb)
+    # One BLAS/OpenMP thread: the small lbfgs problem is ~30x slower with competing thread pools.
+    with threadpool_limits(limits=1):
+        classifier = LogisticRegression(max_iter=2000).fit(x[train_rows], labels[train_rows])
+    return {"probe_accuracy": round(float(classifier.score(x[test_rows], labels[test_rows])), 5),
+            "probe_chance": round(1.0 / len(set(labels[rows])), 5),
+            "probe_n_train": int(train_rows.size), "probe_n_test": int(test_rows.size)}
 
 
 # --------------------------------------------------------------------------------------
@@ -465,8 +582,23 @@ def summarize(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _dumps(result: dict) -> str:
+    """``result`` as indented JSON, with each ``per_question`` list on a single line (keeps the file small)."""
+    per_question = result.get("per_question") if isinstance(result, dict) else None
+    if not isinstance(per_question, dict):
+        return json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
+    marks = {key: f"@@per_question:{key}@@" for key in per_question}
+    text = json.dumps({**result, "per_question": marks}, indent=2, ensure_ascii=False, allow_nan=False)
+    for key, mark in marks.items():
+        value = json.dumps(per_question[key], ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = text.replace(json.dumps(mark, ensure_ascii=False), value, 1)
+    return text
+
+
 def save_result(result: dict, path: str | os.PathLike) -> Path:
     """Write ``result`` as JSON to ``path`` atomically, creating parent folders.
+
+    The JSON is indented, except that each list of ``per_question`` is written on one line.
 
     The JSON is serialised first and written to a temporary file next to ``path``,
     which then replaces ``path`` in one rename: an existing result is never left
@@ -476,7 +608,7 @@ def save_result(result: dict, path: str | os.PathLike) -> Path:
         pathlib.Path: ``path``.
     """
     path = Path(path).expanduser()
-    text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)  # fails before touching the disk
+    text = _dumps(result)  # fails before touching the disk
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .results import load_results
+
 METHOD_ORDER = ["zero-shot", "monolingual", "cross-lingual", "hybrid", "adversarial", "hybrid-adversarial"]
 METHOD_COLORS = {"zero-shot": "#7f7f7f", "monolingual": "#1f77b4", "cross-lingual": "#ff7f0e",
                  "hybrid": "#2ca02c", "adversarial": "#d62728", "hybrid-adversarial": "#9467bd"}
@@ -89,7 +91,10 @@ def plot_setting_bars(summary: pd.DataFrame, ax=None, title: str = ""):
     for i, method in enumerate(methods):
         row = summary[summary["method"] == method].iloc[0]
         xs = np.arange(len(settings)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(xs, [row[key] for key, _ in settings], width, label=method, color=METHOD_COLORS.get(method))
+        errors = [row.get(f"{key}_sd", np.nan) for key, _ in settings]
+        errors = [e if e is not None and np.isfinite(e) else 0.0 for e in errors]
+        ax.bar(xs, [row[key] for key, _ in settings], width, label=method, color=METHOD_COLORS.get(method),
+               yerr=errors if any(errors) else None, capsize=2)
     ax.set_xticks(range(len(settings)), [name for _, name in settings])
     ax.set_ylabel("mAP")
     ax.legend(fontsize=7, ncol=2)
@@ -150,10 +155,83 @@ def plot_loss_curves(logs: dict, ax=None, column: str = "loss", smooth: int = 10
     return ax
 
 
+def plot_lambda_sweep(sweep: pd.DataFrame, chance: float | None = None, axes=None):
+    """The adversarial lambda sweep: discriminator and probe accuracy (left), multilingual mAP and rank distance (right)."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    mean = sweep.groupby("lambda_max").mean(numeric_only=True).reset_index()
+    xs = np.arange(len(mean))
+    ax = axes[0]
+    ax.plot(xs, mean["discriminator_accuracy"], "o-", label="discriminator, held-out texts (end of training)")
+    ax.plot(xs, mean["probe_accuracy"], "s-", label="fresh language probe (evaluation set)")
+    if chance:
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance (discriminator) = {chance:.2f}")
+    ax.set_xticks(xs, [f"{v:g}" for v in mean["lambda_max"]])
+    ax.set_xlabel("λ_max")
+    ax.set_ylabel("language-identification accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    ax.plot(xs, mean["multilingual_map"], "o-", color="#2ca02c", label="multilingual mAP")
+    ax.plot(xs, mean["mono_map"], "^--", color="#1f77b4", label="monolingual mAP")
+    ax.set_xticks(xs, [f"{v:g}" for v in mean["lambda_max"]])
+    ax.set_xlabel("λ_max")
+    ax.set_ylabel("mAP")
+    twin = ax.twinx()
+    twin.plot(xs, mean["language_bias"], "s:", color="#d62728", label="rank distance")
+    twin.set_ylabel("rank distance")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center right")
+    ax.grid(alpha=0.3)
+    return axes
+
+
+def plot_tuning_curves(frame: pd.DataFrame, ax=None, chosen_step: int | None = None,
+                       title: str = "validation score (held-out training questions)"):
+    """Validation score (mean of the three mAPs) against step, one line per grid point (``results/tuning/*.csv``)."""
+    ax = _axes(ax, figsize=(7, 3.5))
+    keys = [k for k in ("num_trainable_layers", "learning_rate", "scale") if k in frame]
+    for point, curve in frame.groupby(keys):
+        label = ", ".join(f"{k.replace('num_trainable_layers', 'layers').replace('learning_rate', 'lr')} {v:g}"
+                          for k, v in zip(keys, point))
+        curve = curve.sort_values("step")
+        ax.plot(curve["step"], curve["score"], "o-", ms=3, label=label)
+    if chosen_step is not None:
+        ax.axvline(chosen_step, color="k", ls="--", lw=1, label=f"chosen: {chosen_step} steps")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation score")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return ax
+
+
+def plot_comparisons(comparisons: pd.DataFrame, eval_on: str, metrics=("multilingual_map", "language_bias"),
+                     axes=None):
+    """Paired differences with their 95 % intervals, one panel per metric; the grey band is ± the seed spread."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 3.2), squeeze=False)
+        axes = axes[0]
+    for ax, metric in zip(axes, metrics):
+        part = comparisons[(comparisons["eval_on"] == eval_on) & (comparisons["metric"] == metric)]
+        labels = [f"{a} − {b}" for a, b in zip(part["method_a"], part["method_b"])]
+        ys = np.arange(len(part))
+        ax.errorbar(part["diff"], ys, xerr=[part["diff"] - part["ci_low"], part["ci_high"] - part["diff"]],
+                    fmt="o", capsize=3)
+        for y, spread in zip(ys, part["seed_spread"]):
+            if np.isfinite(spread):
+                ax.fill_betweenx([y - 0.3, y + 0.3], -spread, spread, color="0.85", zorder=0)
+        ax.axvline(0, color="k", lw=1)
+        ax.set_yticks(ys, labels)
+        ax.set_xlabel(f"difference in {metric.replace('_', ' ')}")
+        ax.set_title(f"{eval_on}: {metric}")
+        ax.grid(axis="x", alpha=0.3)
+    return axes
+
+
 def save_study_figures(results_dir: Path, summary: pd.DataFrame) -> list[Path]:
     """The study's PNGs: per evaluation set, bars, scatter, rank distances, per-language bars, heatmaps."""
-    from .reproduce import load_results
-
     results_dir = Path(results_dir)
     figures_dir = results_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +257,14 @@ def save_study_figures(results_dir: Path, summary: pd.DataFrame) -> list[Path]:
             ax.axis("off")
         fig.suptitle(f"{model}: mAP per (question language, candidate language) on {eval_on}")
         written.append(_save(fig, figures_dir / f"{prefix}_pair_maps.png"))
+    sweep_csv = results_dir / "adversarial_sweep.csv"
+    if sweep_csv.exists():
+        sweep = pd.read_csv(sweep_csv)
+        if len(sweep):
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+            plot_lambda_sweep(sweep, axes=axes)
+            fig.suptitle("adversarial training: how strong a gradient reversal?")
+            written.append(_save(fig, figures_dir / "adversarial_sweep.png"))
     return written
 
 

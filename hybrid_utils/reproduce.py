@@ -1,23 +1,29 @@
-"""The whole study in one call: train every method on both protocols, evaluate, tabulate, plot.
+"""The whole study in one call: train every method on both protocols, evaluate, compare, tabulate, plot.
 
 ``python -m hybrid_utils reproduce`` runs, for each model of the profile and each
 zero-shot protocol (train on MLQA-R → evaluate on XQuAD-R, and the reverse):
 
 1. the untrained model (``zero-shot``) on the evaluation set,
 2. each method (``monolingual``, ``cross-lingual``, ``hybrid``, ``adversarial``,
-   ``hybrid-adversarial``): fine-tune on the training set, evaluate on the full
-   pools of the evaluation set,
+   ``hybrid-adversarial``) for each seed: fine-tune on the training set, evaluate on the
+   full pools of the evaluation set,
 
-then writes ``summary.csv``, ``summary.md``, the JSON of every evaluation and the
-figures (PNG) into the profile's results folder. It is resumable: a finished
-training run (its folder holds ``train_config.json`` and a model) or evaluation
-(its JSON exists) is skipped, so an interrupted study continues where it stopped.
+then writes into the profile's results folder: the JSON of every evaluation,
+``seed_results.csv`` (one row per model and seed), ``summary.csv`` / ``summary.md`` (mean and
+sd over seeds), ``comparisons.csv`` (paired intervals over questions,
+:func:`hybrid_utils.stats.compare_methods`), ``timing.json`` (seconds per stage) and the figures.
+
+``reproduce --study`` is the committed study: every seed of ``profile.study_seeds`` and the
+adversarial lambda sweep (``adversarial_sweep.csv``). The default (one seed) is the quick look.
+It is resumable: a finished training run (its folder holds ``train_config.json`` and a model)
+or evaluation (its JSON exists) is skipped, so an interrupted study continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,10 +31,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .profiles import PROFILE_ENV, Profile, get_profile
+from .profiles import PROFILE_ENV, STUDY_ENV, Profile, get_profile
+from .report import (  # noqa: F401 - re-exported (notebooks and tests import them from here)
+    SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, describe_findings, summarize_seeds, summary_markdown,
+    update_readme, write_summary,
+)
+from .results import load_results, load_seed_results, result_name  # noqa: F401 - re-exported
 
-SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "mono_map", "cross_map", "multilingual_map",
-                   "language_bias", "mono_map_micro", "cross_map_micro", "multilingual_map_micro", "n_questions"]
+ZERO_SHOT = "zero-shot"
 
 
 def model_slug(model: str) -> str:
@@ -36,12 +46,18 @@ def model_slug(model: str) -> str:
     return "multilingual-e5-small" if model == "bundled" else Path(model.rstrip("/")).name
 
 
-def run_dir(profile: Profile, model: str, method: str, train_on: str) -> Path:
-    return Path(profile.runs_dir) / model_slug(model) / f"{method}-{train_on}"
+def run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int | None = None) -> Path:
+    """``<runs_dir>/<model>/<method>-<train_on>-seed<k>`` (default seed: the profile's first)."""
+    seed = profile.seeds[0] if seed is None else int(seed)
+    return Path(profile.runs_dir) / model_slug(model) / f"{method}-{train_on}-seed{seed}"
 
 
-def result_path(profile: Profile, model: str, method: str, eval_on: str) -> Path:
-    return Path(profile.results_dir) / model_slug(model) / method / f"{eval_on}.json"
+def result_path(profile: Profile, model: str, method: str, eval_on: str, seed: int | None = None) -> Path:
+    """``<results_dir>/<model>/<method>/<eval_on>[-seed<k>].json`` (zero-shot has no seed)."""
+    if method != ZERO_SHOT and seed is None:
+        seed = profile.seeds[0]
+    return Path(profile.results_dir) / model_slug(model) / method / result_name(eval_on, None if method == ZERO_SHOT
+                                                                                 else seed)
 
 
 def is_finished_run(path: Path) -> bool:
@@ -54,9 +70,13 @@ class StageTimer:
 
     def __post_init__(self):
         self.seconds: "OrderedDict[str, float]" = OrderedDict()
+        self.by_seed: dict[str, float] = {}
 
-    def add(self, stage: str, seconds: float) -> None:
+    def add(self, stage: str, seconds: float, seed: "int | str | None" = None) -> None:
+        """Add ``seconds`` to ``stage`` (and to the seed's total: stages without a seed count for every seed)."""
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        key = "shared" if seed is None else (f"lambda {seed}" if isinstance(seed, str) else f"seed {seed}")
+        self.by_seed[key] = self.by_seed.get(key, 0.0) + seconds
 
     def table(self) -> str:
         width = max([len(k) for k in self.seconds] + [5])
@@ -113,7 +133,8 @@ class Evaluator:
         result = evaluate_lareqa(encoder, dataset, model_name=model_name, embeddings=embeddings,
                                  precision=self.profile.precision, show_progress_bar=show_progress_bar)
         if embeddings is not None:
-            result["seconds_encoding"] = round(time.perf_counter() - start - result.get("seconds_scoring", 0.0), 3)
+            result["seconds_encoding"] = round(time.perf_counter() - start - result.get("seconds_scoring", 0.0)
+                                               - result.get("seconds_probe", 0.0), 3)
             result["precision"] = cache.precision
             result["encoding"] = (f"lower {cache.num_frozen_layers} layers computed once per text "
                                   f"(FrozenPrefixCache), top layers by this model")
@@ -134,23 +155,26 @@ class Evaluator:
         return result
 
 
-def train_config(profile: Profile, method: str, train_on: str, model: str | None = None, **overrides):
-    """The :class:`~hybrid_utils.training.TrainConfig` of one run of the study (``overrides`` win)."""
-    from .training import PROTOCOLS, TrainConfig
+def train_config(profile: Profile, method: str, train_on: str, model: str | None = None, seed: int | None = None,
+                 **overrides):
+    """The :class:`~hybrid_utils.config.TrainConfig` of one run of the study (``overrides`` win)."""
+    from .config import PROTOCOLS, TrainConfig
 
     model = model or profile.models[0]
-    settings = dict(method=method, train_on=train_on, model=model,
-                    output_dir=str(run_dir(profile, model, method, train_on)), alpha=profile.alpha,
-                    batch_size=profile.batch_size, steps=profile.steps, learning_rate=profile.learning_rate,
-                    trainable=profile.trainable, num_trainable_layers=profile.num_trainable_layers,
-                    max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs, scale=profile.scale,
+    seed = profile.seeds[0] if seed is None else int(seed)
+    settings = dict(method=method, train_on=train_on, model=model, seed=seed, lambda_max=profile.lambda_max,
+                    output_dir=str(run_dir(profile, model, method, train_on, seed)), alpha=profile.alpha,
+                    batch_size=profile.batch_size, trainable=profile.trainable,
+                    max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
+                    **profile.training_defaults(train_on),
+                    eval_holdout=profile.eval_holdout,
                     exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
     settings.update(overrides)
     return TrainConfig(**settings)
 
 
 def ensure_run(profile: Profile | str | None, method: str, train_on: str, model: str | None = None, log=print,
-               **overrides) -> Path:
+               seed: int | None = None, **overrides) -> Path:
     """The folder of a finished training run of the study: trained now unless it is already there.
 
     Notebooks call this too, so they reuse the runs of ``reproduce`` (and vice versa).
@@ -158,7 +182,7 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
     from .training import train
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    config = train_config(profile, method, train_on, model, **overrides)
+    config = train_config(profile, method, train_on, model, seed=seed, **overrides)
     out_dir = Path(config.output_dir)
     if is_finished_run(out_dir):
         changed = _changed_settings(out_dir, config)
@@ -171,7 +195,8 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
 
 
 _RUN_DEFINING = ("method", "train_on", "model", "alpha", "batch_size", "steps", "learning_rate", "scale", "trainable",
-                 "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule")
+                 "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule",
+                 "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start")
 
 
 def _changed_settings(run: Path, config) -> list[str]:
@@ -185,93 +210,193 @@ def _changed_settings(run: Path, config) -> list[str]:
     return [key for key in _RUN_DEFINING if key in saved and saved[key] != wanted.get(key)]
 
 
-def reproduce(profile: Profile | str | None = None, methods=None, models=None, log=print) -> pd.DataFrame:
-    """Run the study of ``profile`` (resumable) and return the summary table.
+def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed: int | None = None,
+                  model: str | None = None, evaluator: "Evaluator | None" = None, log=print) -> dict:
+    """The evaluation of one model of the study on ``eval_on``: read from its JSON, else trained and evaluated now.
+
+    Uses the same folders, file names and model names as :func:`reproduce`.
+    """
+    from .config import PROTOCOLS
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    model = model or profile.models[0]
+    evaluator = evaluator or Evaluator(profile, log)
+    if method == ZERO_SHOT:
+        return evaluator(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
+                         model_name=model_slug(model))
+    train_on = next(t for t, e in PROTOCOLS.items() if e == eval_on)
+    seed = profile.seeds[0] if seed is None else seed
+    folder = ensure_run(profile, method, train_on, model, log=log, seed=seed)
+    return evaluator(str(folder), model, eval_on, result_path(profile, model, method, eval_on, seed),
+                     model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
+
+
+def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
+              log=print) -> pd.DataFrame:
+    """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
         profile: a :class:`~hybrid_utils.profiles.Profile` or its name (default: from the environment).
         methods: restrict to these methods (default: the profile's).
         models: restrict to these models (default: the profile's).
+        study: the committed study: every seed of ``profile.study_seeds`` and the adversarial
+            lambda sweep; otherwise one seed per method (``profile.seeds``).
         log: where progress lines go.
     """
-    from .training import METHODS
+    from .config import METHODS
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     methods = list(methods or profile.methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}")
+    seeds = tuple(profile.study_seeds if study else profile.seeds)
     timer = StageTimer()
     evaluate = Evaluator(profile, log)
-    rows = []
+    rows, results = [], {}
     for model in models or profile.models:
         for train_on, eval_on in profile.protocols:
             log(f"== {model_slug(model)}: zero-shot on {eval_on}")
             start = time.perf_counter()
-            result = evaluate(model, model, eval_on, result_path(profile, model, "zero-shot", eval_on),
+            result = evaluate(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
                               model_name=model_slug(model))
             timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
-            rows.append(_row(model, "zero-shot", "-", eval_on, result))
+            rows.append(_row(model, ZERO_SHOT, "-", eval_on, None, result))
             for method in methods:
-                out_dir = run_dir(profile, model, method, train_on)
-                log(f"== {model_slug(model)}: {method}, train on {train_on} -> evaluate on {eval_on}")
-                start = time.perf_counter()
-                ensure_run(profile, method, train_on, model, log=log)
-                timer.add(f"train {method} on {train_on}", time.perf_counter() - start)
-                start = time.perf_counter()
-                result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on),
-                                  model_name=f"{model_slug(model)} + {method} ({train_on})")
-                timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start)
-                rows.append(_row(model, method, train_on, eval_on, result))
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+                for seed in seeds:
+                    out_dir = run_dir(profile, model, method, train_on, seed)
+                    log(f"== {model_slug(model)}: {method} (seed {seed}), train on {train_on} -> evaluate on {eval_on}")
+                    start = time.perf_counter()
+                    ensure_run(profile, method, train_on, model, log=log, seed=seed)
+                    timer.add(f"train {method} on {train_on}", time.perf_counter() - start, seed)
+                    start = time.perf_counter()
+                    result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on, seed),
+                                      model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
+                    timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
+                    rows.append(_row(model, method, train_on, eval_on, seed, result))
+                    results.setdefault((method, eval_on), []).append(result)
+    sweep = lambda_sweep(profile, evaluate, timer, log=log) if study else None
+
     start = time.perf_counter()
-    write_summary(summary, Path(profile.results_dir))
+    results_dir = Path(profile.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    per_seed = pd.DataFrame(rows, columns=SEED_COLUMNS)
+    per_seed.to_csv(results_dir / "seed_results.csv", index=False)
+    summary = summarize_seeds(per_seed)
+    write_summary(summary, results_dir)
+    from .stats import compare_methods
+    comparisons = compare_methods(results)
+    comparisons.to_csv(results_dir / "comparisons.csv", index=False)
+    timer.add("summary and comparisons", time.perf_counter() - start)
+    start = time.perf_counter()
     from .plots import save_study_figures
-    save_study_figures(Path(profile.results_dir), summary)
-    if profile.name == "cpu" and Path(profile.results_dir).resolve() == (Path.cwd() / "results").resolve():
-        update_readme(summary, profile.results_dir)
-    timer.add("summary and figures", time.perf_counter() - start)
+    save_study_figures(results_dir, summary)
+    timer.add("figures", time.perf_counter() - start)
+    if profile.name == "cpu" and results_dir.resolve() == (Path.cwd() / "results").resolve():
+        update_readme(summary, profile.results_dir, comparisons=comparisons,
+                      notes=_sweep_note(sweep) if sweep is not None else "")
+    write_timing(timer, results_dir, profile, study, seeds)
     log("\nTime per stage\n" + timer.table())
     return summary
 
 
-def _row(model: str, method: str, train_on: str, eval_on: str, result: dict) -> dict:
-    row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on}
-    row.update({key: result.get(key) for key in SUMMARY_COLUMNS if key not in row})
+def _row(model: str, method: str, train_on: str, eval_on: str, seed: int | None, result: dict) -> dict:
+    row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on, "seed": seed}
+    row.update({key: result.get(key) for key in SEED_COLUMNS if key not in row})
     return row
 
 
-def write_summary(summary: pd.DataFrame, results_dir: Path) -> None:
-    """``summary.csv`` (all digits) and ``summary.md`` (rounded, for people)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(results_dir / "summary.csv", index=False)
-    (results_dir / "summary.md").write_text(summary_markdown(summary) + "\n")
+def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:
+    return (Path(profile.runs_dir) / model_slug(model) / "lambda-sweep"
+            / f"adversarial-{profile.sweep_train_on}-lambda{lambda_max:g}-seed{seed}")
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table: mAP to three decimals, rank distance to one."""
-    shown = summary[["model", "method", "train_on", "eval_on", "mono_map", "cross_map", "multilingual_map",
-                     "language_bias"]].copy()
-    for column in ("mono_map", "cross_map", "multilingual_map"):
-        shown[column] = shown[column].map(lambda v: f"{v:.3f}")
-    shown["language_bias"] = shown["language_bias"].map(lambda v: f"{v:.1f}")
-    shown.columns = ["model", "method", "trained on", "evaluated on", "mono mAP", "cross mAP",
-                     "multilingual mAP", "rank distance"]
-    return shown.to_markdown(index=False)
+def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "StageTimer | None" = None,
+                 lambdas=None, seeds=None, log=print) -> pd.DataFrame:
+    """The adversarial method at each ``lambda_max``, evaluated on the full pool; writes ``adversarial_sweep.csv``.
+
+    The run at the profile's own ``lambda_max`` is the study's adversarial run (reused).
+    ``discriminator_accuracy`` is the discriminator's accuracy on held-out texts of every
+    language over the last tenth of training (chance: 1 / languages); ``probe_accuracy`` the
+    language-identification probe on the final model's embeddings of the evaluation set.
+    """
+    from .config import PROTOCOLS
+    from .runs import load_train_log
+
+    evaluate = evaluate or Evaluator(profile, log)
+    timer = timer or StageTimer()
+    model = profile.models[0]
+    train_on = profile.sweep_train_on
+    eval_on = PROTOCOLS[train_on]
+    rows = []
+    for seed in seeds or profile.sweep_seeds:
+        for value in lambdas or profile.lambda_sweep:
+            value = float(value)
+            own = value == profile.lambda_max
+            folder = run_dir(profile, model, "adversarial", train_on, seed) if own else sweep_dir(profile, model,
+                                                                                                   value, seed)
+            log(f"== lambda sweep: lambda_max {value:g} (seed {seed})")
+            start = time.perf_counter()
+            ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
+                       output_dir=str(folder))
+            timer.add("train lambda sweep", time.perf_counter() - start, "sweep")
+            start = time.perf_counter()
+            out = (result_path(profile, model, "adversarial", eval_on, seed) if own else
+                   Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / f"lambda{value:g}"
+                   / result_name(eval_on, seed))
+            result = evaluate(str(folder), model, eval_on, out,
+                              model_name=f"{model_slug(model)} + adversarial lambda_max {value:g} (seed {seed})")
+            timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
+            frame = load_train_log(folder)
+            tail = frame["discriminator_heldout_accuracy"].dropna() if "discriminator_heldout_accuracy" in frame else []
+            tail = tail.iloc[-max(1, len(tail) // 10):] if len(tail) else tail
+            rows.append({"lambda_max": value, "seed": seed,
+                         "discriminator_accuracy": float(tail.mean()) if len(tail) else float("nan"),
+                         "probe_accuracy": result.get("probe_accuracy"),
+                         **{k: result[k] for k in ("mono_map", "cross_map", "multilingual_map", "language_bias")}})
+    sweep = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
+    sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)
+    return sweep
 
 
-def load_results(results_dir: str | Path = "results") -> dict:
-    """Every evaluation JSON below ``results_dir``: ``{(model, method, eval_on): result}``."""
-    out = {}
-    for path in sorted(Path(results_dir).glob("*/*/*.json")):
-        out[(path.parent.parent.name, path.parent.name, path.stem)] = json.loads(path.read_text())
-    return out
+def _sweep_note(sweep: pd.DataFrame) -> str:
+    """One line per lambda_max of the sweep, for the README."""
+    lines = ["Adversarial lambda sweep (MLQA-R -> XQuAD-R, `results/adversarial_sweep.csv`): discriminator accuracy "
+             "on held-out texts at the end of training / language probe / multilingual mAP / rank distance:"]
+    for value, part in sweep.groupby("lambda_max"):
+        lines.append(f"- lambda_max {value:g}: {part['discriminator_accuracy'].mean():.2f} / "
+                     f"{part['probe_accuracy'].mean():.2f} / {part['multilingual_map'].mean():.3f} / "
+                     f"{part['language_bias'].mean():.0f}")
+    return "\n".join(lines)
+
+
+def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study: bool, seeds) -> Path:
+    """``timing.json``: seconds per stage and in total, with what the machine was."""
+    import torch
+
+    from .encoder import native_bf16
+
+    path = Path(results_dir) / "timing.json"
+    payload = {"profile": profile.name, "study": bool(study), "seeds": list(seeds),
+               "total_seconds": round(sum(timer.seconds.values()), 1),
+               "stages": {k: round(v, 1) for k, v in timer.seconds.items()},
+               # "shared": zero-shot evaluations, summary, figures; "seed 1" + "shared" is what `reproduce` without
+               # --study costs when nothing is cached yet (the first seed also pays for filling the layer caches)
+               "seconds_by_seed": {k: round(v, 1) for k, v in timer.by_seed.items()},
+               "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                           "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16("cpu"),
+                           "cuda": torch.cuda.is_available()},
+               "note": "stages skipped because their output existed count only the time to read it"}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
 
 
 NOTEBOOKS = ("01_datasets", "02_hybrid_batches", "03_fine_tuning", "04_adversarial_baseline", "05_evaluation")
 
 
-def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str | Path = "notebooks", log=print) -> None:
+def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str | Path = "notebooks", log=print,
+                      study: bool = False) -> None:
     """Execute the notebooks in place with papermill, so that they carry the outputs of this run."""
     import papermill
 
@@ -285,79 +410,19 @@ def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str |
         start = time.perf_counter()
         # The profile reaches the kernel through the environment rather than as an injected parameters cell,
         # so the committed notebook keeps PROFILE = None and still runs in the smoke profile under the tests.
-        previous = os.environ.get(PROFILE_ENV)
+        previous = {name: os.environ.get(name) for name in (PROFILE_ENV, STUDY_ENV)}
         os.environ[PROFILE_ENV] = profile.name
+        os.environ[STUDY_ENV] = "1" if study else "0"
         try:
             papermill.execute_notebook(str(path), str(path), cwd=str(folder.resolve().parent), progress_bar=False)
         finally:
-            if previous is None:
-                os.environ.pop(PROFILE_ENV, None)
-            else:
-                os.environ[PROFILE_ENV] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         log(f"  {time.perf_counter() - start:.0f} s")
 
 
-def describe_findings(summary: pd.DataFrame) -> str:
-    """Plain-language findings computed from the summary table, one bullet per statement.
-
-    Notebook 05 and the README print this instead of typing numbers by hand.
-    """
-    lines = []
-    for (model, eval_on), part in summary.groupby(["model", "eval_on"], sort=False):
-        part = part.set_index("method")
-        if "zero-shot" not in part.index:
-            continue
-        base = part.loc["zero-shot"]
-        trained = part.drop(index="zero-shot")
-        if trained.empty:
-            continue
-        lines.append(f"- **{model} on {eval_on}** (trained on {', '.join(sorted(set(trained['train_on'])))}):")
-        for column, name in (("mono_map", "monolingual mAP"), ("cross_map", "cross-lingual mAP"),
-                             ("multilingual_map", "multilingual mAP")):
-            best = trained[column].idxmax()
-            lines.append(f"  - best {name}: {best} {trained.loc[best, column]:.3f} "
-                         f"(zero-shot {base[column]:.3f}, {trained.loc[best, column] - base[column]:+.3f})")
-        least = trained["language_bias"].idxmin()
-        lines.append(f"  - smallest rank distance (least language bias): {least} "
-                     f"{trained.loc[least, 'language_bias']:.1f} (zero-shot {base['language_bias']:.1f})")
-        for other in ("monolingual", "cross-lingual"):
-            if {"hybrid", other} <= set(trained.index):
-                h, o = trained.loc["hybrid"], trained.loc[other]
-                lines.append(f"  - hybrid vs {other}: mono {h.mono_map - o.mono_map:+.3f}, cross "
-                             f"{h.cross_map - o.cross_map:+.3f}, multilingual "
-                             f"{h.multilingual_map - o.multilingual_map:+.3f}, rank distance "
-                             f"{h.language_bias - o.language_bias:+.1f}")
-        if {"adversarial", "monolingual"} <= set(trained.index):
-            a, m = trained.loc["adversarial"], trained.loc["monolingual"]
-            lines.append(f"  - adversarial vs monolingual (same batches, plus the discriminator): mono "
-                         f"{a.mono_map - m.mono_map:+.3f}, cross {a.cross_map - m.cross_map:+.3f}, rank distance "
-                         f"{a.language_bias - m.language_bias:+.1f}")
-    return "\n".join(lines)
 
 
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def update_readme(summary: pd.DataFrame, results_dir: str | Path, readme: str | Path = "README.md") -> bool:
-    """Write the summary table, the findings and the key figure between the README's results markers.
-
-    Returns False (and changes nothing) when the README or its markers are missing.
-    """
-    readme = Path(readme)
-    if not readme.exists():
-        return False
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        return False
-    figures = sorted((Path(results_dir) / "figures").glob("*xquad-r_overview.png")) or sorted(
-        (Path(results_dir) / "figures").glob("*_overview.png"))
-    block = [README_START, "",
-             "Generated by `python -m hybrid_utils reproduce` (profile `cpu`); do not edit by hand.", "",
-             summary_markdown(summary), "", describe_findings(summary), ""]
-    if figures:
-        block += [f"![mAP per setting and method]({figures[0].as_posix()})", ""]
-    block.append(README_END)
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    readme.write_text(head + "\n".join(block) + tail)
-    return True

@@ -162,27 +162,24 @@ def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFr
     return pd.DataFrame(rows).T
 
 
-def lambda_sweep_runs(profile, lambdas: Sequence[float], steps: int, method: str = "adversarial",
-                      train_on: str = "mlqa-r", log=print) -> dict[float, Path]:
-    """Finished runs of ``method`` for each ``lambda_max`` (trained now unless already there).
+def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int | None = None,
+                      log=print) -> dict[float, Path]:
+    """Finished adversarial runs of the study's lambda sweep, one per ``lambda_max`` (trained now unless there).
 
-    Each run trains ``steps`` steps with the profile's other settings into
-    ``<profile.runs_dir>/<model>/lambda-sweep/<method>-<train_on>-steps<steps>-lambda<value>``; a value equal
-    to the default ``lambda_max`` with ``steps == profile.steps`` reuses the study's own run.
-    Returns ``{lambda_max: run folder}``.
+    The same folders as ``reproduce --study`` (:func:`hybrid_utils.reproduce.lambda_sweep`): the run at the
+    profile's own ``lambda_max`` is the study's adversarial run. Returns ``{lambda_max: run folder}``.
     """
-    from .reproduce import ensure_run, model_slug
-    from .training import TrainConfig
+    from .reproduce import ensure_run, run_dir, sweep_dir
 
-    default = TrainConfig().lambda_max
+    seed = profile.sweep_seeds[0] if seed is None else seed
+    model, train_on = profile.models[0], profile.sweep_train_on
     runs = {}
-    for value in lambdas:
-        if value == default and steps == profile.steps:
-            runs[value] = ensure_run(profile, method, train_on, log=log)
-        else:
-            folder = Path(profile.runs_dir) / model_slug(profile.models[0]) / "lambda-sweep" / f"{method}-{train_on}-steps{steps}-lambda{value:g}"
-            runs[value] = ensure_run(profile, method, train_on, log=log, lambda_max=float(value), steps=int(steps),
-                                     output_dir=str(folder))
+    for value in lambdas or profile.lambda_sweep:
+        value = float(value)
+        folder = (run_dir(profile, model, "adversarial", train_on, seed) if value == profile.lambda_max
+                  else sweep_dir(profile, model, value, seed))
+        runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
+                                 output_dir=str(folder))
     return runs
 
 
@@ -223,10 +220,15 @@ def plot_group_frequencies(freq: pd.DataFrame, ax=None, title: str = "batches pe
 
 def plot_discriminator_accuracy(logs: Mapping[str, pd.DataFrame], ax=None, smooth: int = 5,
                                 title: str = "language discriminator during training"):
-    """Discriminator accuracy per step (rolling mean over ``smooth`` steps) against its chance level."""
+    """Discriminator accuracy on held-out texts of every language per step (rolling mean) against chance.
+
+    Falls back to the accuracy on the training batches for logs without the held-out measurement.
+    """
     from .plots import plot_loss_curves
 
-    ax = plot_loss_curves(logs, ax=ax, column="discriminator_accuracy", smooth=smooth, title=title)
+    column = "discriminator_heldout_accuracy" if all("discriminator_heldout_accuracy" in f for f in logs.values()) \
+        else "discriminator_accuracy"
+    ax = plot_loss_curves(logs, ax=ax, column=column, smooth=smooth, title=title)
     chances = [frame["discriminator_chance"].dropna() for frame in logs.values()]
     chances = [float(c.iloc[0]) for c in chances if len(c)]
     if chances:

@@ -128,7 +128,7 @@ def test_adversarial_loss_reverses_the_gradient_reaching_the_encoder():
     torch.manual_seed(0)
     enc = _ToyEncoder()
     loss = AdversarialLoss(enc, MultipleNegativesRankingLoss(enc), languages=["a", "b"], lambda_max=1.0,
-                           schedule="constant", dropout=0.0)
+                           schedule="constant", dropout=0.0, queue_size=0)
     feats = [{"x": torch.randn(6, 8)}, {"x": torch.randn(6, 8)}]
     labels = torch.tensor([[0, 1]] * 6)
     out = loss(feats, labels)
@@ -150,6 +150,54 @@ def test_adversarial_loss_reverses_the_gradient_reaching_the_encoder():
     assert stats["discriminator_chance"] == 0.5
     assert 0.0 <= stats["discriminator_accuracy"] <= 1.0
     assert loss.pop_stats().get("discriminator_accuracy") is None  # counters were reset
+
+
+def test_queue_gives_a_monolingual_batch_other_languages_without_gradient_to_the_encoder():
+    """With one language per batch, the discriminator still classifies several languages per step."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(0)
+    enc = _ToyEncoder()
+    loss = AdversarialLoss(enc, MultipleNegativesRankingLoss(enc), languages=["a", "b", "c"], lambda_max=1.0,
+                           schedule="constant", dropout=0.0, queue_size=8)
+    assert len(loss.queued()[1]) == 0
+    for lang in (1, 2):  # two monolingual batches of 3 pairs = 6 embeddings each
+        loss([{"x": torch.randn(3, 8)}, {"x": torch.randn(3, 8)}], torch.full((3, 2), lang))
+    features, labels = loss.queued()
+    assert sorted(labels.tolist()) == [1, 1, 2, 2, 2, 2, 2, 2]  # ring buffer of 8: the oldest four were overwritten
+    assert not features.requires_grad
+
+    # the third batch (language 0) is classified together with the queue; the encoder's gradient is the same
+    # as without the queue up to the CE normalisation over 6 + 8 rows, and the queue carries none
+    feats = [{"x": torch.randn(3, 8)}, {"x": torch.randn(3, 8)}]
+    enc.zero_grad(), loss.discriminator.zero_grad()
+    out = loss(feats, torch.zeros(3, 2, dtype=torch.long))
+    out["adversarial"].backward()
+    with_queue = enc.lin.weight.grad.clone()
+    assert torch.count_nonzero(with_queue) > 0
+    assert sorted(loss.queued()[1].tolist()) == [0] * 6 + [2, 2]
+
+
+def test_warm_start_and_lambda_warmup():
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(0)
+    enc = _ToyEncoder()
+    loss = AdversarialLoss(enc, MultipleNegativesRankingLoss(enc), languages=["a", "b", "c"], lambda_max=1.0,
+                           schedule="linear", lambda_warmup=0.2, queue_size=64)
+    centers = torch.randn(3, 8) * 3
+    labels = torch.arange(3).repeat_interleave(40)
+    embeddings = centers[labels] + 0.3 * torch.randn(120, 8)
+    result = loss.warm_start(embeddings, labels, steps=150, lr=1e-2)
+    assert result["accuracy_after"] > 0.95 and result["accuracy_before"] < 0.8
+    assert len(loss.queued()[1]) == 64
+    queued, queued_labels = loss.queued()  # every queued embedding keeps its own language
+    assert torch.equal((queued[:, None, :] - centers[None]).norm(dim=-1).argmin(1), queued_labels)
+    assert loss.heldout_accuracy(centers[labels] + 0.3 * torch.randn(120, 8), labels) > 0.9
+    assert "discriminator_heldout_accuracy" in loss.pop_stats()
+    assert loss.set_progress(0.1) == 0.0          # warm-up: the encoder is not pushed yet
+    assert loss.set_progress(0.6) == pytest.approx(0.5)  # then the linear ramp over the remaining 80 %
+    assert loss.set_progress(1.0) == pytest.approx(1.0)
 
 
 def test_adversarial_loss_lambda_follows_progress():
@@ -205,3 +253,24 @@ def test_discriminator_is_trained_by_the_trainer(tmp_path, bundled_model):
         assert col in frame
     assert all(abs(c - 1 / 3) < 1e-5 for c in frame["discriminator_chance"])
     assert frame["adversarial_lambda"].iloc[0] == 0.0 and frame["adversarial_lambda"].iloc[-1] > 0.0
+
+
+@pytest.mark.slow
+def test_discriminator_learns_language_from_monolingual_batches_and_the_encoder_fools_it(tmp_path, bundled_model):
+    """Monolingual batches hold one language each; with the queue and warm start the discriminator still
+    identifies the language of held-out texts far above chance, until the reversed gradient (lambda) bites."""
+    from hybrid_utils.training import TrainConfig, load_train_log, train
+
+    config = TrainConfig(method="adversarial", train_on="mlqa-r", languages=("de", "en", "es", "zh"),
+                         limit_pairs=3000, batch_size=16, steps=24, save_steps=0, lambda_max=1.0,
+                         eval_holdout=0.1, output_dir=str(tmp_path / "adv"), show_progress=False)
+    train(config, log=None, model=bundled_model)
+    frame = load_train_log(config.output_dir).set_index("step")
+    chance = frame["discriminator_chance"].iloc[0]
+    assert chance == pytest.approx(0.25)
+    early = frame.loc[1:6, "discriminator_heldout_accuracy"].mean()
+    late = frame.loc[19:24, "discriminator_heldout_accuracy"].mean()
+    assert early > 0.8  # far above chance before lambda ramps up
+    assert late < early - 0.2  # the encoder pushes it down as lambda grows
+    assert (frame.loc[1:2, "adversarial_lambda"] == 0).all() and frame["adversarial_lambda"].iloc[-1] > 0.9
+    assert frame["learning_rate"].max() == pytest.approx(config.learning_rate, rel=0.05)

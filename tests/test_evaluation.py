@@ -393,3 +393,95 @@ def test_cli_with_the_bundled_encoder(tmp_path, capsys):
                  "--output", str(out), "--no-progress"]) == 0
     result = load_result(out)
     assert result["mono_map"] > 0.5 and result["cross_map"] > 0.3  # a real retriever, far above chance
+
+
+# --------------------------------------------------------------------------------------
+# per-question values and the language-identification probe
+# --------------------------------------------------------------------------------------
+def test_per_question_hand_made(toy):
+    dataset, embeddings = toy
+    r = evaluate_lareqa(None, dataset, embeddings=embeddings, show_progress_bar=False)
+    pq = r["per_question"]
+    assert pq["question_id"] == ["a", "b"]  # one entry per id, sorted
+    # a: mono (en pool 1/2, de pool 1), cross (a/en in de 1/3, a/de in en 1), multi (0.325, 0.75), distance (1, 3)
+    assert pq["mono_ap"] == [0.75, round(1 / 3, 5)]
+    assert pq["cross_ap"] == [round((1 / 3 + 1) / 2, 5), None]  # b exists in English only
+    assert pq["multilingual_ap"] == [0.5375, round(1 / 3, 5)]
+    assert pq["rank_distance"] == [2.0, None]  # b has a single relevant answer
+    # the macro averages are unchanged by the new keys
+    assert r["mono_map"] == pytest.approx(17 / 24) and r["language_bias"] == pytest.approx(2.0)
+    json.dumps(r, allow_nan=False)
+
+
+def test_per_question_one_entry_per_id_and_micro_mean_on_xquad_r_subset():
+    dataset = load_lareqa("xquad-r", limit_questions=15)
+    encoder = NgramEncoder()
+    q = encoder(list(dataset.questions["text"]), "query")
+    c = encoder(list(dataset.candidates["sentence"]), "passage")
+    r = evaluate_lareqa(None, dataset, embeddings=(q, c), show_progress_bar=False)
+    pq = r["per_question"]
+    ids = sorted(set(dataset.questions["id"]))
+    assert len(ids) == 15 and len(dataset.questions) == 15 * 11
+    assert pq["question_id"] == ids
+    assert all(len(pq[k]) == 15 for k in ("mono_ap", "cross_ap", "multilingual_ap", "rank_distance"))
+    # every id has 11 language versions, so the mean over ids is the mean over all questions
+    assert np.mean(pq["multilingual_ap"]) == pytest.approx(r["multilingual_map_micro"], abs=1e-5)
+    assert np.mean(pq["mono_ap"]) == pytest.approx(r["mono_map_micro"], abs=1e-5)
+    assert np.mean(pq["cross_ap"]) == pytest.approx(r["cross_map_micro"], abs=1e-5)
+    assert np.mean(pq["rank_distance"]) == pytest.approx(r["language_bias_micro"], abs=1e-4)
+    assert all(v == round(v, 5) for v in pq["multilingual_ap"])
+
+
+def _probe_dataset(n_ids=60, languages=("de", "en", "fr")):
+    questions, candidates = [], []
+    for k in range(n_ids):
+        answers = [f"{lang}-{k:03d}" for lang in languages]
+        candidates += answers
+        for i, lang in enumerate(languages):
+            questions.append((f"q{k:03d}", lang, [answers[i]] + answers[:i] + answers[i + 1:]))
+    return make_dataset(questions, candidates, list(languages))
+
+
+def _probe_embeddings(dataset, language_offset, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    langs = sorted(dataset.languages)
+    offsets = rng.standard_normal((len(langs), dim)) * language_offset
+    topics = rng.standard_normal((1000, dim))
+    c = np.array([topics[int(cid[3:])] + offsets[langs.index(cid[:2])] for cid in dataset.candidates["id"]])
+    q = rng.standard_normal((len(dataset.questions), dim))
+    return q.astype(np.float32), c.astype(np.float32)
+
+
+def test_probe_finds_a_language_offset():
+    dataset = _probe_dataset()
+    r = evaluate_lareqa(None, dataset, embeddings=_probe_embeddings(dataset, 3.0), show_progress_bar=False)
+    assert r["probe_accuracy"] >= 0.95
+    assert r["probe_chance"] == pytest.approx(1 / 3, abs=1e-5)
+    assert r["probe_n_train"] == r["probe_n_test"] == 90  # 60 ids split 30/30, 3 answer sentences each
+
+
+def test_probe_is_at_chance_without_language_information():
+    dataset = _probe_dataset()
+    r = evaluate_lareqa(None, dataset, embeddings=_probe_embeddings(dataset, 0.0), show_progress_bar=False)
+    # the translations of an id have the same embedding and sit on the same side: one of 3 is right
+    assert r["probe_accuracy"] == pytest.approx(1 / 3, abs=1e-5)
+    off = evaluate_lareqa(None, dataset, embeddings=_probe_embeddings(dataset, 0.0), show_progress_bar=False,
+                          probe=False)
+    assert off["probe_accuracy"] is None and off["probe_n_train"] is None
+    assert off["per_question"] == r["per_question"]
+
+
+def test_probe_skips_ids_with_one_language(toy):
+    dataset, embeddings = toy
+    r = evaluate_lareqa(None, dataset, embeddings=embeddings, show_progress_bar=False)
+    # only id a has answers in two languages: one group cannot be split into train and test
+    assert r["probe_accuracy"] is None and r["probe_n_test"] is None
+
+
+def test_saved_per_question_lists_are_compact(tmp_path, toy):
+    dataset, embeddings = toy
+    result = evaluate_lareqa(None, dataset, embeddings=embeddings, show_progress_bar=False)
+    path = save_result(result, tmp_path / "r.json")
+    text = path.read_text()
+    assert '"question_id": ["a","b"]' in text and '"rank_distance": [2.0,null]' in text
+    assert load_result(path) == json.loads(json.dumps(result))

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,39 +10,71 @@ from hybrid_utils.reproduce import SUMMARY_COLUMNS, describe_findings, reproduce
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+    """The committed-study path in miniature: 2 seeds per method, the lambda sweep, comparisons."""
     root = tmp_path_factory.mktemp("study")
-    profile = get_profile("smoke", runs_dir=str(root / "runs"), results_dir=str(root / "results"), steps=2)
+    profile = get_profile("smoke", runs_dir=str(root / "runs"), results_dir=str(root / "results"), steps=2,
+                          study_seeds=(1, 2), lambda_sweep=(0.0, 1.0))
     lines = []
-    summary = reproduce(profile, methods=["monolingual", "hybrid"], log=lines.append)
+    summary = reproduce(profile, methods=["monolingual", "hybrid", "adversarial"], study=True, log=lines.append)
     return profile, summary, lines
 
 
 def test_study_writes_tables_json_and_figures(study):
     profile, summary, lines = study
+    results = Path(profile.results_dir)
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert list(summary["method"]) == ["zero-shot", "monolingual", "hybrid"]
+    assert list(summary["method"]) == ["zero-shot", "monolingual", "hybrid", "adversarial"]
+    assert list(summary["n_seeds"]) == [1, 2, 2, 2]
+    assert summary["mono_map_sd"].isna().tolist() == [True, False, False, False]
     assert summary[["mono_map", "cross_map", "multilingual_map"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (summary["language_bias"] >= 0).all()
-    on_disk = pd.read_csv(f"{profile.results_dir}/summary.csv")
+    assert summary["probe_accuracy"].between(0, 1).all()
+    # the summary is the mean of the seeds
+    per_seed = pd.read_csv(results / "seed_results.csv")
+    hybrid = per_seed[per_seed["method"] == "hybrid"]
+    assert sorted(hybrid["seed"]) == [1, 2]
+    assert summary.set_index("method").loc["hybrid", "mono_map"] == pytest.approx(hybrid["mono_map"].mean())
+    assert summary.set_index("method").loc["hybrid", "mono_map_sd"] == pytest.approx(hybrid["mono_map"].std())
+    on_disk = pd.read_csv(results / "summary.csv")
     assert on_disk["mono_map"].tolist() == pytest.approx(summary["mono_map"].tolist())
-    assert "| hybrid" in open(f"{profile.results_dir}/summary.md").read()
-    for method in ("zero-shot", "monolingual", "hybrid"):
-        assert result_path(profile, "bundled", method, "xquad-r").exists()
-    figures = sorted(p.name for p in (Path(profile.results_dir) / "figures").iterdir())
-    assert figures == ["multilingual-e5-small_xquad-r_bias_and_languages.png",
+    assert " ± " in (results / "summary.md").read_text()
+    for method in ("monolingual", "hybrid"):
+        for seed in (1, 2):
+            assert result_path(profile, "bundled", method, "xquad-r", seed).exists()
+    assert result_path(profile, "bundled", "zero-shot", "xquad-r").exists()
+
+    comparisons = pd.read_csv(results / "comparisons.csv")
+    assert list(comparisons.columns[:8]) == ["eval_on", "metric", "method_a", "method_b", "diff", "ci_low",
+                                             "ci_high", "p_value"]
+    pairs = set(zip(comparisons["method_a"], comparisons["method_b"]))
+    assert pairs == {("hybrid", "monolingual"), ("hybrid", "adversarial"), ("adversarial", "monolingual")}
+    assert (comparisons["ci_low"] <= comparisons["diff"]).all() and (comparisons["diff"] <= comparisons["ci_high"]).all()
+
+    sweep = pd.read_csv(results / "adversarial_sweep.csv")
+    assert list(sweep.columns) == ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy", "mono_map",
+                                   "cross_map", "multilingual_map", "language_bias"]
+    assert sweep["lambda_max"].tolist() == [0.0, 1.0]
+    assert sweep["discriminator_accuracy"].between(0, 1).all()
+
+    figures = sorted(p.name for p in (results / "figures").iterdir())
+    assert figures == ["adversarial_sweep.png", "multilingual-e5-small_xquad-r_bias_and_languages.png",
                        "multilingual-e5-small_xquad-r_overview.png", "multilingual-e5-small_xquad-r_pair_maps.png"]
+    timing = json.loads((results / "timing.json").read_text())
+    assert timing["study"] is True and timing["seeds"] == [1, 2] and timing["total_seconds"] > 0
     assert lines[-1].startswith("\nTime per stage") and "total" in lines[-1]
-    assert "hybrid vs monolingual" in describe_findings(summary)
+    findings = describe_findings(summary, comparisons)
+    assert "hybrid − monolingual" in findings and "seed spread" in findings
 
 
 def test_study_resumes_without_recomputing(study):
     profile, summary, _ = study
-    model_file = run_dir(profile, "bundled", "hybrid", "mlqa-r") / "model.safetensors"
+    model_file = run_dir(profile, "bundled", "hybrid", "mlqa-r", seed=2) / "model.safetensors"
     stamp = model_file.stat().st_mtime_ns
     lines = []
-    again = reproduce(profile, methods=["monolingual", "hybrid"], log=lines.append)
+    again = reproduce(profile, methods=["monolingual", "hybrid", "adversarial"], study=True, log=lines.append)
     assert model_file.stat().st_mtime_ns == stamp
-    assert sum("[skip]" in line for line in lines) == 5  # 2 runs + 3 evaluations
+    # 6 runs + 7 evaluations, then the sweep: 2 runs + 2 evaluations (lambda 1 is the study's own adversarial run)
+    assert sum("[skip]" in line for line in lines) == 17
     pd.testing.assert_frame_equal(again, summary)
 
 

@@ -87,7 +87,8 @@ def test_zero_shot_protocols_have_no_overlap(train_on):
     assert not any(q.strip() in eval_texts for q in pairs["question"])
     assert not any(a.strip() in eval_texts for a in pairs["answer"])
     assert info["overlap"]["eval_dataset"] == PROTOCOLS[train_on]
-    assert info["pairs"] == info["pairs_built"] - info["overlap"]["removed_pairs"]
+    assert info["pairs"] + len(heldout) == info["pairs_built"] - info["overlap"]["removed_pairs"]
+    assert len(heldout) > 0 and not set(heldout["question_id"]) & set(pairs["question_id"])
 
 
 def test_remove_overlap_drops_injected_pairs():
@@ -198,6 +199,54 @@ def test_training_lowers_loss_and_raises_held_out_cross_lingual_map(tmp_path):
     assert tuned["language_bias"] < base["language_bias"]
     assert tuned["cross_map"] > base["cross_map"]
     assert tuned["mono_map"] > base["mono_map"] - 0.01
+
+
+# --------------------------------------------------------------------------- step log
+
+@pytest.mark.parametrize("discriminator_first", [False, True])
+def test_adversarial_log_has_the_encoder_and_discriminator_learning_rates(tmp_path, bundled_model,
+                                                                           discriminator_first):
+    """``learning_rate`` in train_log.jsonl is the encoder's, not that of the optimizer's first group.
+
+    ``discriminator_lr`` puts the discriminator into parameter groups of its own
+    (``learning_rate_mapping``); the trainer logs the rate of group 0 only. With the groups in
+    the other order (``discriminator_first``) that would be the discriminator's rate.
+    """
+    config = TrainConfig(method="adversarial", limit_pairs=500, batch_size=8, steps=3, warmup=0, save_steps=0,
+                         learning_rate=1e-4, discriminator_lr=1e-3, output_dir=str(tmp_path / "adv"), **SMALL)
+    run = build_training_run(config, model=bundled_model, log=None)
+    optimizer = run.trainer.create_optimizer()
+    disc_ids = {id(p) for p in run.loss.discriminator.parameters()}
+    is_disc = [any(id(p) in disc_ids for p in g["params"]) for g in optimizer.param_groups]
+    assert any(is_disc) and not all(is_disc)
+    if discriminator_first:
+        optimizer.param_groups.sort(key=lambda g: not any(id(p) in disc_ids for p in g["params"]))
+        assert any(id(p) in disc_ids for p in optimizer.param_groups[0]["params"])
+    run.trainer.train()
+    frame = load_train_log(config.output_dir)
+    assert list(frame["step"]) == [1, 2, 3]
+    linear = [1.0, 2 / 3, 1 / 3]  # no warm-up, linear decay to 0 over 3 steps: the rate each step used
+    assert frame["learning_rate"].tolist() == pytest.approx([1e-4 * f for f in linear])
+    assert frame["discriminator_learning_rate"].tolist() == pytest.approx([1e-3 * f for f in linear])
+
+
+def test_train_config_defaults_are_the_cpu_profile():
+    """One source of defaults: TrainConfig and the CLI train exactly what the cpu profile trains, per training set."""
+    from hybrid_utils.profiles import PROFILES
+    from hybrid_utils.reproduce import train_config
+
+    cpu = PROFILES["cpu"]
+    for train_on in ("mlqa-r", "xquad-r"):
+        expected = {name: getattr(cpu, name) for name in ("batch_size", "alpha", "trainable", "max_seq_length",
+                                                          "limit_pairs", "eval_holdout", "lambda_max")}
+        expected.update(cpu.training_defaults(train_on))
+        config = TrainConfig(train_on=train_on)
+        cli = config_from_args(add_train_arguments(argparse.ArgumentParser()).parse_args(["--train-on", train_on]))
+        study = train_config(cpu, "hybrid", train_on)
+        for name, value in expected.items():
+            assert getattr(config, name) == value, (train_on, name)
+            assert getattr(cli, name) == value, (train_on, name)
+            assert getattr(study, name) == value, (train_on, name)
 
 
 # --------------------------------------------------------------------------- resume

@@ -1,0 +1,138 @@
+"""Trainer callbacks and the collator of a training run: step log, discriminator checkpoints, batch records.
+
+* :class:`TrainLogCallback` writes ``train_log.jsonl`` (one line per optimizer step);
+* :class:`DiscriminatorCheckpointCallback` saves the adversarial discriminator into every
+  checkpoint (it lives in the loss, not in the model);
+* :class:`BatchRecordingCollator` optionally records the languages of every batch a process
+  trains on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .config import DISCRIMINATOR_NAME
+from .runs import _read_jsonl
+from .samplers import PairCollator
+
+__all__ = ["TrainLogCallback", "DiscriminatorCheckpointCallback", "BatchRecordingCollator"]
+
+
+class TrainLogCallback(TrainerCallback):
+    """Appends one JSON line per logged step to ``<run>/train_log.jsonl`` (main process only).
+
+    Keys: ``step``, ``epoch``, ``loss``, ``learning_rate``, ``grad_norm``, ``elapsed_s``
+    and, when the loss reports them, ``contrastive``, ``adversarial``, ``adversarial_lambda``,
+    ``discriminator_accuracy``, ``discriminator_loss`` and ``discriminator_chance``. The
+    trainer's end-of-training summary (runtime, samples per second) is kept in ``summary``.
+
+    ``learning_rate`` is the encoder's learning rate in that step, read from the optimizer's
+    parameter groups (``trainer``, set by :func:`~hybrid_utils.training.build_training_run`):
+    the trainer itself logs the rate of the *first* group, which need not be the encoder's once
+    ``learning_rate_mapping`` gives the discriminator of the adversarial methods groups of its
+    own. Those runs also log ``discriminator_learning_rate``.
+    """
+
+    def __init__(self, path: str | os.PathLike, loss=None, trainer=None) -> None:
+        self.path = Path(path)
+        self.loss = loss
+        self.trainer = trainer
+        self.summary: dict = {}
+        self._start = None
+        self._offset = 0.0
+        self._rates: dict = {}
+
+    def _learning_rates(self, optimizer) -> dict:
+        """``{"learning_rate": encoder's, "discriminator_learning_rate": ...}`` from the parameter groups."""
+        if optimizer is None:
+            return {}
+        discriminator = getattr(self.loss, "discriminator", None)
+        disc_ids = {id(p) for p in discriminator.parameters()} if discriminator is not None else set()
+        rates = {}
+        for group in optimizer.param_groups:
+            params = group.get("params", [])
+            if not params:
+                continue  # a group emptied by learning_rate_mapping holds nothing that trains
+            lr = group.get("lr")
+            lr = float(lr.item() if hasattr(lr, "item") else lr)
+            if any(id(p) not in disc_ids for p in params):
+                rates.setdefault("learning_rate", lr)
+            if any(id(p) in disc_ids for p in params):
+                rates.setdefault("discriminator_learning_rate", lr)
+        return rates
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        # after optimizer.step() and before the scheduler's step: the rates this step was taken with
+        trainer_optimizer = getattr(self.trainer, "optimizer", None)
+        self._rates = self._learning_rates(trainer_optimizer if trainer_optimizer is not None else optimizer)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+        rows = _read_jsonl(self.path)
+        self._offset = float(rows[-1].get("elapsed_s", 0.0)) if rows else 0.0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        stats = self.loss.pop_stats() if self.loss is not None and hasattr(self.loss, "pop_stats") else {}
+        if "loss" not in logs:
+            if "train_runtime" in logs:
+                self.summary.update(logs)
+            return
+        if not state.is_world_process_zero:
+            return
+        row = {"step": int(state.global_step), "epoch": round(float(state.epoch or 0.0), 4)}
+        logs.update(self._rates)
+        for key in ("loss", "contrastive", "adversarial", "learning_rate", "discriminator_learning_rate", "grad_norm"):
+            if key in logs and logs[key] is not None:
+                row[key] = float(logs[key])
+        row.update(stats)
+        row["elapsed_s"] = round(self._offset + time.perf_counter() - (self._start or time.perf_counter()), 3)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+class DiscriminatorCheckpointCallback(TrainerCallback):
+    """Saves the adversarial loss's discriminator into every checkpoint (it is not part of the model)."""
+
+    def __init__(self, loss) -> None:
+        self.loss = loss
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch
+
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            torch.save(self.loss.discriminator.state_dict(), folder / DISCRIMINATOR_NAME)
+
+
+@dataclass
+class BatchRecordingCollator(PairCollator):
+    """:class:`~hybrid_utils.samplers.PairCollator` that can also record each batch's languages.
+
+    With ``record_path`` set, every collated batch appends ``{"rank", "n", "question_languages",
+    "answer_languages", "question_ids"}`` (sorted distinct values) as a JSON line. This is
+    where the batches really are: after accelerate has sharded them over the processes.
+    """
+
+    record_path: str | None = None
+
+    def __call__(self, features):
+        if self.record_path and features:
+            rank = int(os.environ.get("RANK", "0"))
+            rec = {"rank": rank, "n": len(features),
+                   "question_languages": sorted({f.get("question_language") for f in features}),
+                   "answer_languages": sorted({f.get("answer_language") for f in features}),
+                   "question_ids": sorted({str(f.get("question_id")) for f in features})[:4]}
+            with open(self.record_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        return super().__call__(features)
+

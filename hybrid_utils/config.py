@@ -1,0 +1,224 @@
+"""The configuration of a training run: methods, protocols, file names and :class:`TrainConfig`.
+
+One source of defaults: the fields that a run profile also sets (``steps``, ``batch_size``,
+``learning_rate``, ``scale``, ``alpha``, ``trainable``, ``num_trainable_layers``,
+``max_seq_length``, ``limit_pairs``, ``eval_holdout``) take their defaults from the ``cpu``
+profile (:data:`hybrid_utils.profiles.PROFILES`), so ``TrainConfig()`` and
+``python -m hybrid_utils train`` train exactly the model of the cpu profile.
+
+==========================  ==============================================  ===========
+method                      batches (``hybrid_utils.samplers``)             adversarial
+==========================  ==============================================  ===========
+``monolingual``             one language X per batch (X-X pairs)            no
+``cross-lingual``           one language pair X != Y per batch              no
+``hybrid``                  monolingual with probability ``alpha``, else    no
+                            cross-lingual (Elmahdy, Lin & Ahmad, 2024)
+``adversarial``             monolingual batches                             yes
+``hybrid-adversarial``      hybrid batches                                  yes
+``zero-shot``               no training: the untrained model                -
+==========================  ==============================================  ===========
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import NamedTuple
+
+from .profiles import PROFILES
+from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
+
+__all__ = [
+    "METHODS", "ZERO_SHOT", "METHOD_NAMES", "PROTOCOLS", "TRAINABLE", "PAPER_LEARNING_RATE", "PAPER_BATCH_SIZE",
+    "LOG_NAME", "CONFIG_NAME", "HELDOUT_NAME", "CHECKPOINT_DIR", "DISCRIMINATOR_NAME", "MethodSpec", "TrainConfig",
+]
+
+#: the paper's (Elmahdy et al., 2024) learning rate and batch size, for GPU runs
+PAPER_LEARNING_RATE = 3e-5
+PAPER_BATCH_SIZE = 100
+ZERO_SHOT = "zero-shot"
+#: zero-shot protocol: train on the key, evaluate on the value
+PROTOCOLS = {"mlqa-r": "xquad-r", "xquad-r": "mlqa-r"}
+TRAINABLE = ("cpu-default", "full", "no-embeddings")
+LOG_NAME = "train_log.jsonl"
+CONFIG_NAME = "train_config.json"
+HELDOUT_NAME = "heldout_question_ids.json"
+CHECKPOINT_DIR = "checkpoints"
+DISCRIMINATOR_NAME = "discriminator.pt"
+
+
+class MethodSpec(NamedTuple):
+    """How a method batches its pairs and whether it adds the adversarial language loss."""
+
+    sampler: type            # a hybrid_utils.samplers class
+    sampler_kwargs: dict     # fixed keyword arguments (alpha comes from the config for "hybrid")
+    adversarial: bool
+    description: str
+
+
+METHODS: dict[str, MethodSpec] = {
+    "monolingual": MethodSpec(MonolingualBatchSampler, {}, False, "one language X per batch"),
+    "cross-lingual": MethodSpec(CrossLingualBatchSampler, {}, False, "one language pair X != Y per batch"),
+    "hybrid": MethodSpec(HybridBatchSampler, {}, False, "monolingual batch with probability alpha, else cross-lingual"),
+    "adversarial": MethodSpec(MonolingualBatchSampler, {}, True,
+                              "monolingual batches + language discriminator behind gradient reversal"),
+    "hybrid-adversarial": MethodSpec(HybridBatchSampler, {}, True,
+                                     "hybrid batches + language discriminator behind gradient reversal"),
+}
+#: every method name, ``zero-shot`` (no training) first
+METHOD_NAMES = (ZERO_SHOT, *METHODS)
+
+
+#: seed of the split of training question ids into training and held-out (validation) ids: fixed, so that
+#: every method and seed of a study holds out the same questions and tuning sees the same validation set
+HOLDOUT_SEED = 0
+
+#: the defaults of the fields a profile also sets
+_CPU = PROFILES["cpu"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved as ``train_config.json``).
+
+    Defaults of ``alpha``, ``batch_size``, ``steps``, ``learning_rate``, ``scale``, ``max_seq_length``,
+    ``trainable``, ``num_trainable_layers``, ``limit_pairs`` and ``eval_holdout``: the ``cpu`` profile's
+    (``steps``, ``learning_rate``, ``scale`` and ``num_trainable_layers`` for the training set ``train_on``:
+    ``None`` means that value, see :meth:`hybrid_utils.profiles.Profile.training_defaults`).
+
+    Attributes:
+        method: one of :data:`METHOD_NAMES`.
+        train_on: ``"mlqa-r"``, ``"xquad-r"`` or a folder of LAReQA files.
+        model: ``"bundled"`` (offline multilingual-e5-small), a local folder or a Hub name.
+        output_dir: run folder (default ``runs/<method>-<train_on>``).
+        alpha: probability of a monolingual batch (hybrid methods only).
+        batch_size: pairs per batch (per process). The paper uses 100.
+        steps: optimizer steps (``max_steps``).
+        learning_rate: 1e-4 on CPU (see :mod:`hybrid_utils.training`); the paper's is 3e-5.
+        warmup: linear warm-up, a fraction of ``steps`` if < 1, else a number of steps.
+        weight_decay: AdamW weight decay.
+        seed: seeds the model's trainable init (discriminator), batches, dropout, holdout split.
+        scale: similarity scale of the InfoNCE loss (1 / temperature).
+        max_seq_length: truncation while training (the saved model keeps its own limit).
+        trainable: ``"cpu-default"`` (top ``num_trainable_layers`` layers), ``"full"`` or
+            ``"no-embeddings"`` (everything but the embedding layer).
+        num_trainable_layers: transformer layers trained with ``"cpu-default"``.
+        languages: training languages (default: all of ``train_on``).
+        limit_pairs: keep about this many pairs (whole question ids, drawn at random), for quick runs.
+        eval_holdout: fraction of question ids held out of training (ids saved in
+            ``heldout_question_ids.json``), to evaluate in-domain on unseen questions.
+        exclude_overlap_with: ``"auto"`` (the evaluation set of the protocol: XQuAD-R for
+            MLQA-R and vice versa), a data set name / folder, or ``None`` to keep every pair.
+        lambda_max, lambda_schedule, lambda_gamma: gradient-reversal strength and its ramp
+            (``"ganin"``, ``"constant"``, ``"linear"``), adversarial methods only.
+        lambda_warmup: fraction of the steps at the start during which lambda stays 0 (the
+            discriminator learns, the encoder is not pushed yet).
+        discriminator_hidden: hidden units of the language discriminator.
+        discriminator_lr: learning rate of the discriminator (None: ``learning_rate``).
+        discriminator_queue: embeddings of earlier batches the discriminator also classifies,
+            so that it sees several languages per step even with monolingual batches.
+        discriminator_warm_start: discriminator-only steps on a mixed-language sample before training.
+        discriminator_heldout_every: log the discriminator's accuracy on held-out texts every N
+            steps (needs ``eval_holdout > 0``; 0: never).
+        prefix_cache: with ``trainable="cpu-default"`` on one process, compute the frozen lower
+            layers once per distinct text and train only the top layers
+            (:class:`~hybrid_utils.training_cache.TrainingPrefixCache`); same loss and gradients.
+        save_steps: checkpoint every N steps (0: only at the end).
+        save_total_limit: checkpoints kept while training.
+        keep_checkpoints: keep ``<output_dir>/checkpoints`` after a successful run (needed to
+            continue a finished run with more steps).
+        resume: ``"auto"`` / True (continue from the last checkpoint if there is one) or False
+            (start from scratch, deleting old checkpoints and log).
+        bf16: bfloat16 autocast (weights and optimizer stay fp32). ``"auto"`` (default): on
+            when the device runs bf16 matrix products natively (a CUDA GPU with bf16, or a CPU
+            with AMX tiles, e.g. Xeon Sapphire Rapids), where it makes a step 1.5x faster.
+        num_threads: ``torch.set_num_threads`` (None: PyTorch's default, one per core).
+        device: None (CUDA if available) or ``"cpu"``, ``"cuda"``, ...
+        show_progress: tqdm progress bar.
+        record_batches: also write ``batches-rank<r>.jsonl`` with the languages of every batch
+            each process trains on (to check that batches stay homogeneous, e.g. under torchrun).
+    """
+
+    method: str = "hybrid"
+    train_on: str = "mlqa-r"
+    model: str = "bundled"
+    output_dir: str | None = None
+    alpha: float = _CPU.alpha
+    batch_size: int = _CPU.batch_size
+    steps: int | None = None
+    learning_rate: float | None = None
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    scale: float | None = None
+    max_seq_length: int | None = _CPU.max_seq_length
+    trainable: str = _CPU.trainable
+    num_trainable_layers: int | None = None
+    languages: tuple[str, ...] | None = None
+    limit_pairs: int | None = _CPU.limit_pairs
+    eval_holdout: float = _CPU.eval_holdout
+    exclude_overlap_with: str | None = "auto"
+    lambda_max: float = _CPU.lambda_max
+    lambda_schedule: str = "ganin"
+    lambda_gamma: float = 10.0
+    lambda_warmup: float = 0.1
+    discriminator_hidden: int = 256
+    discriminator_lr: float | None = 1e-3
+    discriminator_queue: int = 1024
+    discriminator_warm_start: int = 200
+    discriminator_heldout_every: int = 1
+    prefix_cache: bool = True
+    save_steps: int = 50
+    save_total_limit: int = 1
+    keep_checkpoints: bool = False
+    resume: bool | str = "auto"
+    bf16: bool | str = "auto"
+    num_threads: int | None = None
+    device: str | None = None
+    show_progress: bool = True
+    record_batches: bool = False
+
+    def __post_init__(self) -> None:
+        # None: the cpu profile's value for this training set (tuned per training set, see profiles.py)
+        for key, value in _CPU.training_defaults(Path(str(self.train_on)).name).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {self.method!r}: choose one of {list(METHOD_NAMES)}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"unknown trainable={self.trainable!r}: choose one of {list(TRAINABLE)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.steps < 1 and self.method != ZERO_SHOT:
+            raise ValueError("steps must be >= 1")
+        if self.batch_size < 2:
+            raise ValueError("in-batch negatives need batch_size >= 2")
+        if not 0.0 <= self.eval_holdout < 1.0:
+            raise ValueError("eval_holdout is a fraction of question ids in [0, 1)")
+        if self.languages is not None:
+            self.languages = tuple(self.languages)
+        if self.output_dir is None:
+            self.output_dir = str(Path("runs") / f"{self.method}-{Path(str(self.train_on)).name}")
+        self.output_dir = str(self.output_dir)
+
+    @property
+    def spec(self) -> MethodSpec | None:
+        return METHODS.get(self.method)
+
+    @property
+    def eval_dataset_name(self) -> str | None:
+        """The data set this run is evaluated on zero-shot (None if there is no protocol)."""
+        if self.exclude_overlap_with == "auto":
+            return PROTOCOLS.get(str(self.train_on))
+        return self.exclude_overlap_with
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["languages"] = list(self.languages) if self.languages else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+

@@ -1,0 +1,145 @@
+"""The study's tables and words: summary over seeds, paired comparisons, findings, the README block.
+
+Everything here turns saved results into files people read (``summary.csv`` / ``summary.md``,
+``seed_results.csv``, ``comparisons.csv``, ``adversarial_sweep.csv``) and into the findings
+text that README and notebook 05 print instead of typing numbers by hand. A finding calls a
+method better only when :mod:`hybrid_utils.stats` says so: the paired 95 % interval over
+questions excludes 0 *and* the difference exceeds the spread over training seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
+           "summary_markdown", "describe_findings", "update_readme", "README_START", "README_END"]
+
+METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
+#: one row per evaluated model and seed (``seed_results.csv``)
+SEED_COLUMNS = ["model", "method", "train_on", "eval_on", "seed", *METRIC_COLUMNS, "mono_map_micro",
+                "cross_map_micro", "multilingual_map_micro", "probe_accuracy", "n_questions"]
+#: one row per method and evaluation set (``summary.csv``): means over seeds, ``<metric>_sd``, ``n_seeds``
+SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "n_seeds", *METRIC_COLUMNS,
+                   *(f"{m}_sd" for m in METRIC_COLUMNS), "mono_map_micro", "cross_map_micro",
+                   "multilingual_map_micro", "probe_accuracy", "probe_accuracy_sd", "n_questions"]
+SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy", "mono_map", "cross_map",
+                 "multilingual_map", "language_bias"]
+
+
+def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Means and sample sds over seeds per (model, method, train_on, eval_on), in the order of ``per_seed``."""
+    from .stats import seed_summary
+
+    metrics = [*METRIC_COLUMNS, "mono_map_micro", "cross_map_micro", "multilingual_map_micro", "probe_accuracy",
+               "n_questions"]
+    summary = seed_summary(per_seed, metrics=metrics)
+    order = per_seed[["model", "method", "train_on", "eval_on"]].drop_duplicates()
+    summary = order.merge(summary, on=["model", "method", "train_on", "eval_on"], how="left")
+    for column in SUMMARY_COLUMNS:
+        if column not in summary:
+            summary[column] = math.nan
+    summary["n_questions"] = summary["n_questions"].astype(int)
+    return summary[SUMMARY_COLUMNS]
+
+
+def write_summary(summary: pd.DataFrame, results_dir: Path) -> None:
+    """``summary.csv`` (all digits) and ``summary.md`` (mean ± sd, for people)."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(results_dir / "summary.csv", index=False)
+    (results_dir / "summary.md").write_text(summary_markdown(summary) + "\n")
+
+
+def _mean_sd(mean: float, sd: float, digits: int) -> str:
+    if sd is None or not math.isfinite(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table: mean ± sd over seeds (mAP to three decimals, rank distance to one)."""
+    rows = []
+    for row in summary.itertuples(index=False):
+        rows.append({
+            "model": row.model, "method": row.method, "trained on": row.train_on, "evaluated on": row.eval_on,
+            "seeds": int(row.n_seeds),
+            "mono mAP": _mean_sd(row.mono_map, row.mono_map_sd, 3),
+            "cross mAP": _mean_sd(row.cross_map, row.cross_map_sd, 3),
+            "multilingual mAP": _mean_sd(row.multilingual_map, row.multilingual_map_sd, 3),
+            "rank distance": _mean_sd(row.language_bias, row.language_bias_sd, 1),
+            "language probe": "n/a" if not math.isfinite(row.probe_accuracy) else f"{row.probe_accuracy:.3f}",
+        })
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def describe_findings(summary: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> str:
+    """Plain-language findings from the summary and the paired comparisons, one bullet per statement.
+
+    Gains over zero-shot are reported as numbers (means over seeds); whether one method beats
+    another is left to the paired comparisons (:func:`hybrid_utils.stats.describe_comparisons`),
+    which say "no measurable difference" unless the interval and the seed spread both allow more.
+    """
+    from .stats import METRIC_NAMES, describe_comparisons
+
+    lines = []
+    for (model, eval_on), part in summary.groupby(["model", "eval_on"], sort=False):
+        part = part.set_index("method")
+        if "zero-shot" not in part.index:
+            continue
+        base = part.loc["zero-shot"]
+        trained = part.drop(index="zero-shot")
+        if trained.empty:
+            continue
+        seeds = sorted({int(n) for n in trained["n_seeds"]})
+        lines.append(f"- **{model} on {eval_on}** (trained on {', '.join(sorted(set(trained['train_on'])))}; "
+                     f"{'/'.join(map(str, seeds))} seed(s) per method; means):")
+        for column in ("mono_map", "cross_map", "multilingual_map"):
+            change = ", ".join(f"{method} {row[column] - base[column]:+.3f}" for method, row in trained.iterrows())
+            lines.append(f"  - {METRIC_NAMES[column]} vs zero-shot ({base[column]:.3f}): {change}")
+        change = ", ".join(f"{method} {row['language_bias']:.0f}" for method, row in trained.iterrows())
+        lines.append(f"  - rank distance (zero-shot {base['language_bias']:.0f}): {change}")
+        if "probe_accuracy" in trained and trained["probe_accuracy"].notna().any():
+            probe = ", ".join(f"{method} {row['probe_accuracy']:.2f}" for method, row in trained.iterrows())
+            lines.append(f"  - language-identification probe accuracy (zero-shot {base['probe_accuracy']:.2f}): "
+                         f"{probe}")
+        if comparisons is not None and len(comparisons):
+            part_cmp = comparisons[comparisons["eval_on"] == eval_on]
+            if len(part_cmp):
+                lines.append("  - paired comparisons (95 % interval over questions; better only if it excludes 0 "
+                             "and the difference exceeds the seed spread):")
+                lines += ["    " + line for line in describe_comparisons(part_cmp).splitlines()]
+    return "\n".join(lines)
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(summary: pd.DataFrame, results_dir: str | Path, readme: str | Path = "README.md",
+                  comparisons: pd.DataFrame | None = None, notes: str = "") -> bool:
+    """Write the summary table, the findings and the key figure between the README's results markers.
+
+    Returns False (and changes nothing) when the README or its markers are missing.
+    """
+    readme = Path(readme)
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    figures = sorted((Path(results_dir) / "figures").glob("*xquad-r_overview.png")) or sorted(
+        (Path(results_dir) / "figures").glob("*_overview.png"))
+    block = [README_START, "",
+             "Generated by `python -m hybrid_utils reproduce` (profile `cpu`); do not edit by hand.", "",
+             summary_markdown(summary), "", describe_findings(summary, comparisons), ""]
+    if notes:
+        block += [notes, ""]
+    if figures:
+        block += [f"![mAP per setting and method]({figures[0].as_posix()})", ""]
+    block.append(README_END)
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + "\n".join(block) + tail)
+    return True

@@ -1,0 +1,183 @@
+"""Choosing steps, learning rate and InfoNCE scale on held-out questions of the *training* set.
+
+Hyperparameters must never be chosen on an evaluation set. Each zero-shot protocol trains on
+one data set (MLQA-R or XQuAD-R) and is evaluated on the other, so the choice is made on a
+validation split of the training set: ``eval_holdout`` of its question ids (all language
+versions of a held-out question leave training together; the split is fixed, see
+:data:`hybrid_utils.config.HOLDOUT_SEED`).
+
+:func:`tune` trains one run per grid point and, every ``eval_every`` steps, evaluates the
+model in LAReQA fashion on the held-out questions against the sentences of their paragraphs
+in every language (:func:`hybrid_utils.data.subset_lareqa` with ``pool="paragraphs"``: the
+hardest in-domain negatives, and small enough to evaluate in seconds). It writes one CSV row
+per (grid point, step) and picks:
+
+* the grid point with the best validation score, the mean of the mono-, cross- and
+  multilingual mAP (the paper's goal is all three at once);
+* the number of steps at which that run's score has flattened: the first evaluated step
+  whose score is within ``tolerance`` of the run's best.
+
+``python -m hybrid_utils tune --train-on mlqa-r`` runs it; the chosen values and the
+evidence (the CSV under ``results/tuning/``) are recorded in :mod:`hybrid_utils.profiles`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+from transformers import TrainerCallback
+
+__all__ = ["ValidationCallback", "validation_dataset", "tune", "choose", "describe_tuning", "DEFAULT_GRID"]
+
+TUNING_COLUMNS = ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step", "mono_map", "cross_map",
+                  "multilingual_map", "language_bias", "score", "seconds"]
+
+
+def validation_dataset(train_on: str, question_ids: Sequence[str], languages=None):
+    """The held-out questions of ``train_on`` with the sentences of their paragraphs in every language."""
+    from .data import load_lareqa, subset_lareqa
+
+    return subset_lareqa(load_lareqa(train_on, languages=languages), question_ids, pool="paragraphs")
+
+
+class ValidationCallback(TrainerCallback):
+    """Evaluates the model on a validation LAReQA set every ``every`` steps (and at step 0).
+
+    Rows (``step``, the three mAPs, rank distance, ``score`` = mean of the three mAPs) collect
+    in :attr:`rows`.
+    """
+
+    def __init__(self, model, dataset, every: int = 50) -> None:
+        self.model, self.dataset, self.every = model, dataset, max(1, int(every))
+        self.rows: list[dict] = []
+
+    def measure(self, step: int) -> dict:
+        from .evaluation import evaluate_lareqa
+
+        was_training = self.model.training
+        result = evaluate_lareqa(self.model, self.dataset, show_progress_bar=False, probe=False)
+        self.model.train(was_training)
+        row = {"step": int(step), **{k: result[k] for k in ("mono_map", "cross_map", "multilingual_map",
+                                                             "language_bias")}}
+        row["score"] = (row["mono_map"] + row["cross_map"] + row["multilingual_map"]) / 3
+        self.rows.append(row)
+        return row
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.measure(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.measure(state.global_step)
+
+
+DEFAULT_GRID = {"num_trainable_layers": (2, 4), "learning_rate": (1e-4, 3e-4), "scale": (50.0,)}
+
+
+def tune(train_on: str = "mlqa-r", method: str = "hybrid", grid: Mapping[str, Sequence] | None = None,
+         steps: int = 240, eval_every: int = 40, output: str | Path | None = None,
+         runs_dir: str | Path = "runs/tuning", log=print, **overrides) -> pd.DataFrame:
+    """Train ``method`` on ``train_on`` for every point of ``grid`` and track validation mAP.
+
+    ``grid`` maps :class:`~hybrid_utils.config.TrainConfig` fields to the values to try
+    (default :data:`DEFAULT_GRID`). Returns (and writes to ``output``, default
+    ``results/tuning/<train_on>.csv``, rewritten after every grid point, and appending to the
+    rows already there for other grid points) one row per grid point and evaluated step; see
+    :func:`choose` for the decision. ``overrides`` go to every run's config.
+    """
+    from .config import TrainConfig
+    from .training import build_training_run
+
+    grid = dict(grid or DEFAULT_GRID)
+    name = Path(str(train_on)).name
+    output = Path(output or Path("results") / "tuning" / f"{name}.csv")
+    previous = pd.read_csv(output) if output.exists() else pd.DataFrame(columns=TUNING_COLUMNS)
+    rows: list[dict] = []
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        label = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in point.items())
+        settings = dict(method=method, train_on=train_on, steps=int(steps), output_dir=str(Path(runs_dir) / name / label),
+                        save_steps=0, resume=False, show_progress=False)
+        settings.update(overrides)
+        settings.update(point)
+        config = TrainConfig(**settings)
+        if config.eval_holdout <= 0:
+            raise ValueError("tuning needs held-out questions: eval_holdout > 0")
+        run = build_training_run(config, log=None)
+        validation = validation_dataset(train_on, run.info["heldout_question_ids"], languages=config.languages)
+        callback = ValidationCallback(run.model, validation, every=eval_every)
+        run.trainer.add_callback(callback)
+        start = time.perf_counter()
+        with run.attached():
+            run.trainer.train()
+        seconds = time.perf_counter() - start
+        fixed = {"train_on": name, "method": method, "learning_rate": config.learning_rate, "scale": config.scale,
+                 "num_trainable_layers": config.num_trainable_layers}
+        rows += [{**fixed, **row, "seconds": round(seconds, 1)} for row in callback.rows]
+        best = max(callback.rows, key=lambda r: r["score"])
+        log(f"{label}: validation score {callback.rows[0]['score']:.4f} at step 0, best {best['score']:.4f} at step "
+            f"{best['step']} ({seconds:.0f} s, {len(validation.questions)} validation questions)")
+        frame = _merge(previous, pd.DataFrame(rows, columns=TUNING_COLUMNS))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(output, index=False)  # after every grid point: an interrupted search keeps its evidence
+    choice = choose(frame)
+    output.with_suffix(".json").write_text(json.dumps(choice, indent=2))
+    log(f"chosen: {choice}")
+    return frame
+
+
+def _merge(previous: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``new`` rows replace earlier rows of the same grid point."""
+    if previous.empty:
+        return new
+    key = ["method", "learning_rate", "scale", "num_trainable_layers"]
+    points = set(map(tuple, new[key].astype(str).values))
+    keep = previous[[tuple(r) not in points for r in previous[key].astype(str).values]]
+    return pd.concat([keep, new], ignore_index=True)
+
+
+def choose(frame: pd.DataFrame, tolerance: float = 0.002, **fixed) -> dict:
+    """The grid point with the best validation score, and the step where its curve flattened.
+
+    ``steps`` is the first evaluated step whose score is within ``tolerance`` of that run's best.
+    Keyword arguments restrict the choice to grid points with these values (e.g.
+    ``num_trainable_layers=2`` when the compute budget fixes it).
+    """
+    for key, value in fixed.items():
+        frame = frame[frame[key] == value]
+    if frame.empty:
+        raise ValueError(f"no tuning rows with {fixed}")
+    best = frame.loc[frame["score"].idxmax()]
+    curve = frame[(frame["learning_rate"] == best["learning_rate"]) & (frame["scale"] == best["scale"])
+                  & (frame["num_trainable_layers"] == best["num_trainable_layers"])]
+    curve = curve.sort_values("step")
+    flat = curve[curve["score"] >= best["score"] - tolerance].iloc[0]
+    start = curve.iloc[0]
+    return {"learning_rate": float(best["learning_rate"]), "scale": float(best["scale"]),
+            "num_trainable_layers": int(best["num_trainable_layers"]), "steps": int(flat["step"]),
+            "best_step": int(best["step"]), "best_score": round(float(best["score"]), 4),
+            "score_at_steps": round(float(flat["score"]), 4), "score_at_step_0": round(float(start["score"]), 4),
+            "tolerance": tolerance, **({"fixed": fixed} if fixed else {})}
+
+
+def describe_tuning(frames: Mapping[str, pd.DataFrame], **fixed) -> str:
+    """One line per training set: the choice (restricted to ``fixed`` values) and, if different, the overall best."""
+    lines = []
+    for name, frame in frames.items():
+        c = choose(frame, **fixed)
+        line = (f"- {name}: top {c['num_trainable_layers']} layers, lr {c['learning_rate']:g}, scale {c['scale']:g}, "
+                f"{c['steps']} steps (validation score {c['score_at_step_0']:.3f} untrained -> "
+                f"{c['score_at_steps']:.3f}; best {c['best_score']:.3f} at step {c['best_step']})")
+        overall = choose(frame)
+        if fixed and overall["best_score"] > c["best_score"]:
+            line += (f"; without the budget's {fixed}: top {overall['num_trainable_layers']} layers, lr "
+                     f"{overall['learning_rate']:g}, scale {overall['scale']:g} reach {overall['best_score']:.3f}")
+        lines.append(line)
+    return "\n".join(lines)

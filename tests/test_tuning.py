@@ -1,0 +1,47 @@
+"""Hyperparameters are chosen on held-out questions of the training set: the rule, and one small real search."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hybrid_utils.tuning import choose
+
+
+def _curve(lr, scale, layers, scores):
+    return [{"train_on": "mlqa-r", "method": "hybrid", "learning_rate": lr, "scale": scale,
+             "num_trainable_layers": layers, "step": 40 * i, "score": s} for i, s in enumerate(scores)]
+
+
+def test_choose_takes_the_best_point_and_the_step_where_it_flattened():
+    frame = pd.DataFrame(_curve(1e-4, 50.0, 2, [0.60, 0.66, 0.671, 0.672, 0.6725])
+                         + _curve(3e-4, 50.0, 2, [0.60, 0.67, 0.676, 0.679, 0.680])
+                         + _curve(3e-4, 20.0, 4, [0.60, 0.64, 0.65, 0.655, 0.66]))
+    choice = choose(frame, tolerance=0.002)
+    assert (choice["learning_rate"], choice["scale"], choice["num_trainable_layers"]) == (3e-4, 50.0, 2)
+    assert choice["best_step"] == 160 and choice["best_score"] == pytest.approx(0.680)
+    assert choice["steps"] == 120  # 0.679 is within 0.002 of 0.680; 0.676 is not
+    assert choose(frame, tolerance=0.0)["steps"] == 160
+
+
+@pytest.mark.slow
+def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
+    from hybrid_utils.tuning import tune
+
+    out = tmp_path / "tuning.csv"
+    frame = tune("mlqa-r", grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
+                 runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8)
+    assert list(frame.columns[:6]) == ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step"]
+    assert sorted(set(frame["step"])) == [0, 2, 4]
+    assert len(frame) == 6
+    # the untrained model scores the same at step 0 of both grid points; training changes the score
+    start = frame[frame["step"] == 0]["score"]
+    assert start.max() - start.min() < 1e-9
+    assert (frame[frame["step"] == 4]["score"] != start.iloc[0]).all()
+    assert frame[["mono_map", "cross_map", "multilingual_map"]].apply(lambda c: c.between(0, 1)).all().all()
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["learning_rate"] in (1e-4, 1e-3) and saved["steps"] in (0, 2, 4)
+    assert pd.read_csv(out).shape == frame.shape
