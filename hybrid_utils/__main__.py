@@ -193,6 +193,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--study", action="store_true",
                         help="the committed study: every seed of the profile's study_seeds and the adversarial "
                              "lambda sweep (about 2 hours on 2 CPU cores); default: one seed per method")
+    parser.add_argument("--train-sets", nargs="+", default=None, metavar="SET",
+                        help="only the protocols training on these sets (mlqa-r, xquad-r): two processes can run "
+                             "disjoint ones side by side; a last call without it tabulates everything")
     parser.add_argument("--notebooks", action="store_true",
                         help="afterwards, execute the notebooks in place (papermill) with the same profile")
     parser.set_defaults(handler=run_reproduce)
@@ -208,7 +211,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
                                                ("runs_dir", args.runs_dir)) if value is not None}
     try:
         profile = get_profile(args.profile, **overrides)
-        reproduce(profile, methods=args.methods, models=args.models, study=args.study)
+        reproduce(profile, methods=args.methods, models=args.models, study=args.study,
+                  train_sets=args.train_sets)
         if args.notebooks:
             execute_notebooks(profile, study=args.study)
     except (ValueError, OSError) as err:

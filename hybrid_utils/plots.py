@@ -224,8 +224,9 @@ def plot_comparisons(comparisons: pd.DataFrame, eval_on: str, metrics=("multilin
                 ax.fill_betweenx([y - 0.3, y + 0.3], -spread, spread, color="0.85", zorder=0)
         ax.axvline(0, color="k", lw=1)
         ax.set_yticks(ys, labels)
-        ax.set_xlabel(f"difference in {metric.replace('_', ' ')}")
-        ax.set_title(f"{eval_on}: {metric}")
+        better = "negative: a less biased" if metric == "language_bias" else "positive: a better"
+        ax.set_xlabel(f"difference a − b ({better})")
+        ax.set_title(f"{metric.replace('_', ' ')} on {eval_on}")
         ax.grid(axis="x", alpha=0.3)
     return axes
 

@@ -93,7 +93,9 @@ PROFILES = {
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",
     ),
-    "cpu": Profile(name="cpu"),
+    # hybrid-adversarial (hybrid batches + discriminator) is left out of the cpu study to keep the committed study
+    # (3 seeds x 2 protocols) within its 2-hour budget on two fp32 cores; `--methods hybrid-adversarial` runs it.
+    "cpu": Profile(name="cpu", methods=("monolingual", "cross-lingual", "hybrid", "adversarial")),
     "gpu": Profile(
         name="gpu", models=("xlm-roberta-base", "sentence-transformers/LaBSE"), steps=2000, batch_size=100,
         learning_rate=3e-5, trainable="full", max_seq_length=128, scale=20.0, results_dir="results-gpu",

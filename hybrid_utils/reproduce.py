@@ -232,7 +232,7 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
-              log=print) -> pd.DataFrame:
+              train_sets=None, log=print) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
@@ -241,6 +241,10 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
         models: restrict to these models (default: the profile's).
         study: the committed study: every seed of ``profile.study_seeds`` and the adversarial
             lambda sweep; otherwise one seed per method (``profile.seeds``).
+        train_sets: only the protocols that train on these sets (default: all). Two processes
+            can run disjoint protocols side by side (e.g. one thread each on a 2-core machine);
+            the lambda sweep runs with the protocol of ``profile.sweep_train_on``. The tables
+            then cover the protocols run so far; a last run without ``train_sets`` tabulates all.
         log: where progress lines go.
     """
     from .config import METHODS
@@ -251,11 +255,15 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}")
     seeds = tuple(profile.study_seeds if study else profile.seeds)
+    protocols = [(t, e) for t, e in profile.protocols if not train_sets or t in train_sets]
+    if not protocols:
+        raise ValueError(f"no protocol trains on {list(train_sets)}: choose from {[t for t, _ in profile.protocols]}")
+    started = time.time()
     timer = StageTimer()
     evaluate = Evaluator(profile, log)
     rows, results = [], {}
     for model in models or profile.models:
-        for train_on, eval_on in profile.protocols:
+        for train_on, eval_on in protocols:
             log(f"== {model_slug(model)}: zero-shot on {eval_on}")
             start = time.perf_counter()
             result = evaluate(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
@@ -275,7 +283,10 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                     timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
                     rows.append(_row(model, method, train_on, eval_on, seed, result))
                     results.setdefault((method, eval_on), []).append(result)
-    sweep = lambda_sweep(profile, evaluate, timer, log=log) if study else None
+    run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols)
+    sweep = lambda_sweep(profile, evaluate, timer, log=log) if run_sweep else None
+    if sweep is None and study and (Path(profile.results_dir) / "adversarial_sweep.csv").exists():
+        sweep = pd.read_csv(Path(profile.results_dir) / "adversarial_sweep.csv")
 
     start = time.perf_counter()
     results_dir = Path(profile.results_dir)
@@ -295,7 +306,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     if profile.name == "cpu" and results_dir.resolve() == (Path.cwd() / "results").resolve():
         update_readme(summary, profile.results_dir, comparisons=comparisons,
                       notes=_sweep_note(sweep) if sweep is not None else "")
-    write_timing(timer, results_dir, profile, study, seeds)
+    write_timing(timer, results_dir, profile, study, seeds, protocols, started)
     log("\nTime per stage\n" + timer.table())
     return summary
 
@@ -371,23 +382,35 @@ def _sweep_note(sweep: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study: bool, seeds) -> Path:
-    """``timing.json``: seconds per stage and in total, with what the machine was."""
+def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study: bool, seeds, protocols=(),
+                 started: float | None = None) -> Path:
+    """Append this invocation's seconds per stage to ``timing.json`` (one entry per ``reproduce`` call).
+
+    Entries of earlier calls are kept, so a study run as two processes side by side (``train_sets``)
+    and a final tabulating call all show up; ``wall_clock`` is each call's start and end (Unix time).
+    """
     import torch
 
     from .encoder import native_bf16
 
     path = Path(results_dir) / "timing.json"
-    payload = {"profile": profile.name, "study": bool(study), "seeds": list(seeds),
-               "total_seconds": round(sum(timer.seconds.values()), 1),
-               "stages": {k: round(v, 1) for k, v in timer.seconds.items()},
-               # "shared": zero-shot evaluations, summary, figures; "seed 1" + "shared" is what `reproduce` without
-               # --study costs when nothing is cached yet (the first seed also pays for filling the layer caches)
-               "seconds_by_seed": {k: round(v, 1) for k, v in timer.by_seed.items()},
-               "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                           "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16("cpu"),
-                           "cuda": torch.cuda.is_available()},
-               "note": "stages skipped because their output existed count only the time to read it"}
+    try:
+        previous = json.loads(path.read_text()).get("invocations", [])
+    except (OSError, ValueError, AttributeError):
+        previous = []
+    entry = {"profile": profile.name, "study": bool(study), "seeds": list(seeds),
+             "protocols": [list(p) for p in protocols],
+             "wall_clock": [round(started or time.time(), 1), round(time.time(), 1)],
+             "total_seconds": round(sum(timer.seconds.values()), 1),
+             "stages": {k: round(v, 1) for k, v in timer.seconds.items()},
+             # "shared": zero-shot evaluations, summary, figures; "seed 1" + "shared" is what `reproduce` without
+             # --study costs when nothing is cached yet (the first seed also pays for filling the layer caches)
+             "seconds_by_seed": {k: round(v, 1) for k, v in timer.by_seed.items()},
+             "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                         "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16("cpu"),
+                         "cuda": torch.cuda.is_available()},
+             "note": "stages skipped because their output existed count only the time to read it"}
+    payload = {"invocations": previous + [entry]}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
