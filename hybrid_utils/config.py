@@ -3,8 +3,9 @@
 One source of defaults: the fields that a run profile also sets (``steps``, ``batch_size``,
 ``learning_rate``, ``scale``, ``alpha``, ``trainable``, ``num_trainable_layers``,
 ``max_seq_length``, ``limit_pairs``, ``eval_holdout``) take their defaults from the ``cpu``
-profile (:data:`hybrid_utils.profiles.PROFILES`), so ``TrainConfig()`` and
-``python -m hybrid_utils train`` train exactly the model of the cpu profile.
+profile (:data:`hybrid_utils.profiles.PROFILES`; steps, learning rate, scale and trainable layers
+as chosen for the training set ``train_on``), so ``TrainConfig()`` and ``python -m hybrid_utils
+train`` train exactly the model of the cpu profile.
 
 ==========================  ==============================================  ===========
 method                      batches (``hybrid_utils.samplers``)             adversarial

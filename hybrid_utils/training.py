@@ -5,17 +5,7 @@ This module freezes the model, assembles the trainer and runs it (:func:`train`)
 One function, :func:`train`, runs every method of the study on top of
 sentence-transformers' :class:`~sentence_transformers.SentenceTransformerTrainer`:
 
-==========================  ==============================================  ===========
-method                      batches (``hybrid_utils.samplers``)             adversarial
-==========================  ==============================================  ===========
-``monolingual``             one language X per batch (X-X pairs)            no
-``cross-lingual``           one language pair X != Y per batch              no
-``hybrid``                  monolingual with probability ``alpha``, else    no
-                            cross-lingual (Elmahdy, Lin & Ahmad, 2024)
-``adversarial``             monolingual batches                             yes
-``hybrid-adversarial``      hybrid batches                                  yes
-``zero-shot``               no training: the untrained model                -
-==========================  ==============================================  ===========
+(the methods and their batches: the table in :mod:`hybrid_utils.config`).
 
 The loss is InfoNCE with in-batch negatives
 (:class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`, ``scale`` =

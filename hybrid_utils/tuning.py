@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -110,6 +111,7 @@ def tune(train_on: str = "mlqa-r", method: str = "hybrid", grid: Mapping[str, Se
         config = TrainConfig(**settings)
         if config.eval_holdout <= 0:
             raise ValueError("tuning needs held-out questions: eval_holdout > 0")
+        shutil.rmtree(config.output_dir, ignore_errors=True)  # a fresh run: no step log of an earlier attempt
         run = build_training_run(config, log=None)
         validation = validation_dataset(train_on, run.info["heldout_question_ids"], languages=config.languages)
         callback = ValidationCallback(run.model, validation, every=eval_every)
