@@ -214,7 +214,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
                   train_sets=args.train_sets)
         if args.notebooks:
-            execute_notebooks(profile, study=args.study)
+            execute_notebooks(profile, study=args.study, train_sets=args.train_sets)
     except (ValueError, OSError) as err:
         raise CLIError(_one_line(err)) from err
     return 0

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import random
 
-from .profiles import PROFILE_ENV, STUDY_ENV, Profile, get_profile
+from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
 
 
 def study_requested() -> bool:
     """True when the notebook runs as part of ``reproduce --study --notebooks`` (``$HYBRID_STUDY`` = 1)."""
     return os.environ.get(STUDY_ENV, "") == "1"
+
+
+def requested_train_sets() -> list[str] | None:
+    """The training sets of ``reproduce --train-sets ... --notebooks`` (``$HYBRID_TRAIN_SETS``), else None: all."""
+    value = os.environ.get(TRAIN_SETS_ENV, "")
+    return [name for name in value.split(",") if name] or None
 
 def setup(profile: str | None = None, seed: int = 0) -> Profile:
     """Choose the run profile (argument, else ``$HYBRID_PROFILE``, else gpu/cpu by hardware), seed, style.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .profiles import PROFILE_ENV, STUDY_ENV, Profile, get_profile
+from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
 from .report import (  # noqa: F401 - re-exported (notebooks and tests import them from here)
     SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, describe_findings, summarize_seeds, summary_markdown,
     update_readme, write_summary,
@@ -419,13 +419,13 @@ NOTEBOOKS = ("01_datasets", "02_hybrid_batches", "03_fine_tuning", "04_adversari
 
 
 def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str | Path = "notebooks", log=print,
-                      study: bool = False) -> None:
+                      study: bool = False, train_sets=None, names=None) -> None:
     """Execute the notebooks in place with papermill, so that they carry the outputs of this run."""
     import papermill
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     folder = Path(notebooks_dir)
-    for name in NOTEBOOKS:
+    for name in names or NOTEBOOKS:
         path = folder / f"{name}.ipynb"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run from the repository root")
@@ -433,9 +433,10 @@ def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str |
         start = time.perf_counter()
         # The profile reaches the kernel through the environment rather than as an injected parameters cell,
         # so the committed notebook keeps PROFILE = None and still runs in the smoke profile under the tests.
-        previous = {name: os.environ.get(name) for name in (PROFILE_ENV, STUDY_ENV)}
+        previous = {name: os.environ.get(name) for name in (PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV)}
         os.environ[PROFILE_ENV] = profile.name
         os.environ[STUDY_ENV] = "1" if study else "0"
+        os.environ[TRAIN_SETS_ENV] = ",".join(train_sets or [])
         try:
             papermill.execute_notebook(str(path), str(path), cwd=str(folder.resolve().parent), progress_bar=False)
         finally:
