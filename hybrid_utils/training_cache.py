@@ -108,8 +108,10 @@ def _packed_layer(layer: nn.Module, x: Tensor, index: Tensor, key_mask: Tensor, 
         return padded.view(batch, length, heads, head_dim).transpose(1, 2)
 
     dropout = sa.dropout.p if sa.training else 0.0
-    context = F.scaled_dot_product_attention(grid(sa.query(x)), grid(sa.key(x)), grid(sa.value(x)),
-                                             attn_mask=key_mask, dropout_p=dropout, scale=sa.scaling)
+    query = grid(sa.query(x))
+    # under autocast the projections are bf16 / fp16: the additive mask must have their dtype
+    context = F.scaled_dot_product_attention(query, grid(sa.key(x)), grid(sa.value(x)),
+                                             attn_mask=key_mask.to(query.dtype), dropout_p=dropout, scale=sa.scaling)
     context = context.transpose(1, 2).reshape(batch * length, hidden).index_select(0, index)
     attended = layer.attention.output(context, x)
     return layer.output(layer.intermediate(attended), attended)
