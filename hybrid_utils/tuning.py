@@ -95,6 +95,7 @@ def tune(train_on: str = "mlqa-r", method: str = "hybrid", grid: Mapping[str, Se
     from .config import TrainConfig
     from .training import build_training_run
 
+    log = log or (lambda *args, **kwargs: None)
     grid = dict(grid or DEFAULT_GRID)
     name = Path(str(train_on)).name
     output = Path(output or Path("results") / "tuning" / f"{name}.csv")

@@ -81,7 +81,7 @@ def test_cli_arguments():
 @pytest.mark.parametrize("train_on", sorted(PROTOCOLS))
 def test_zero_shot_protocols_have_no_overlap(train_on):
     """No question or candidate sentence of the evaluation set occurs in the training pairs."""
-    pairs, _, info = prepare_training_pairs(TrainConfig(method="hybrid", train_on=train_on), log=None)
+    pairs, heldout, info = prepare_training_pairs(TrainConfig(method="hybrid", train_on=train_on), log=None)
     evaluation = load_lareqa(PROTOCOLS[train_on])
     eval_texts = {t.strip() for t in evaluation.questions["text"]} | {t.strip() for t in evaluation.candidates["sentence"]}
     assert not any(q.strip() in eval_texts for q in pairs["question"])
