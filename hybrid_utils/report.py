@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
-           "summary_markdown", "describe_findings", "update_readme", "README_START", "README_END"]
+           "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "README_START", "README_END"]
 
 METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
 #: one row per evaluated model and seed (``seed_results.csv``)
@@ -111,6 +111,36 @@ def describe_findings(summary: pd.DataFrame, comparisons: pd.DataFrame | None = 
                 lines.append("  - paired comparisons (95 % interval over questions; better only if it excludes 0 "
                              "and the difference exceeds the seed spread):")
                 lines += ["    " + line for line in describe_comparisons(part_cmp).splitlines()]
+    return "\n".join(lines)
+
+
+def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_margin: float = 0.15) -> str:
+    """The adversarial lambda sweep in words: per lambda_max the numbers, then whether the adversary won and what the probe says.
+
+    The discriminator counts as fooled when its held-out accuracy at the end of training is within
+    ``fooled_margin`` of ``chance``; the fresh probe tells whether the language information is gone
+    or only hidden from that discriminator.
+    """
+    mean = sweep.groupby("lambda_max").mean(numeric_only=True)
+    lines = ["Adversarial lambda sweep (`results/adversarial_sweep.csv`): discriminator accuracy on held-out texts at "
+             "the end of training / fresh language probe / multilingual mAP / rank distance:"]
+    for value, row in mean.iterrows():
+        lines.append(f"- lambda_max {value:g}: {row['discriminator_accuracy']:.2f} / {row['probe_accuracy']:.2f} / "
+                     f"{row['multilingual_map']:.3f} / {row['language_bias']:.0f}")
+    if chance is not None:
+        fooled = mean[mean["discriminator_accuracy"] <= chance + fooled_margin]
+        if fooled.empty:
+            lines.append(f"- the encoder fooled the discriminator at no lambda_max (chance {chance:.2f})")
+        else:
+            first = fooled.index.min()
+            row = fooled.loc[first]
+            base = mean.iloc[0]
+            lines.append(f"- the discriminator is fooled from lambda_max {first:g} on (accuracy {row['discriminator_accuracy']:.2f}, "
+                         f"chance {chance:.2f}), yet the fresh probe still identifies the language with accuracy "
+                         f"{row['probe_accuracy']:.2f}: the language information is "
+                         f"{'hidden from that discriminator, not removed' if row['probe_accuracy'] > 0.9 else 'reduced'}; "
+                         f"rank distance {row['language_bias']:.0f} vs {base['language_bias']:.0f} at lambda_max "
+                         f"{mean.index[0]:g}")
     return "\n".join(lines)
 
 

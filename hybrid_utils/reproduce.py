@@ -305,7 +305,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     timer.add("figures", time.perf_counter() - start)
     if profile.name == "cpu" and results_dir.resolve() == (Path.cwd() / "results").resolve():
         update_readme(summary, profile.results_dir, comparisons=comparisons,
-                      notes=_sweep_note(sweep) if sweep is not None else "")
+                      notes=_sweep_note(sweep, profile) if sweep is not None else "")
     write_timing(timer, results_dir, profile, study, seeds, protocols, started)
     log("\nTime per stage\n" + timer.table())
     return summary
@@ -371,15 +371,12 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     return sweep
 
 
-def _sweep_note(sweep: pd.DataFrame) -> str:
-    """One line per lambda_max of the sweep, for the README."""
-    lines = ["Adversarial lambda sweep (MLQA-R -> XQuAD-R, `results/adversarial_sweep.csv`): discriminator accuracy "
-             "on held-out texts at the end of training / language probe / multilingual mAP / rank distance:"]
-    for value, part in sweep.groupby("lambda_max"):
-        lines.append(f"- lambda_max {value:g}: {part['discriminator_accuracy'].mean():.2f} / "
-                     f"{part['probe_accuracy'].mean():.2f} / {part['multilingual_map'].mean():.3f} / "
-                     f"{part['language_bias'].mean():.0f}")
-    return "\n".join(lines)
+def _sweep_note(sweep: pd.DataFrame, profile: Profile) -> str:
+    """The sweep in words for the README; the discriminator's chance level is 1 / languages of the training set."""
+    from .data import load_lareqa
+    from .report import describe_sweep
+
+    return describe_sweep(sweep, chance=1.0 / len(load_lareqa(profile.sweep_train_on).languages))
 
 
 def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study: bool, seeds, protocols=(),

@@ -83,3 +83,18 @@ def test_unknown_method_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown method.*choose from"):
         reproduce(profile, methods=["hybrid", "magic"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_describe_sweep_says_when_the_discriminator_is_fooled_and_what_the_probe_finds():
+    from hybrid_utils.report import describe_sweep
+
+    sweep = pd.DataFrame({"lambda_max": [0.0, 1.0, 3.0], "seed": [1, 1, 1],
+                          "discriminator_accuracy": [0.98, 0.95, 0.2], "probe_accuracy": [1.0, 1.0, 0.99],
+                          "mono_map": [0.8] * 3, "cross_map": [0.68] * 3, "multilingual_map": [0.46, 0.47, 0.49],
+                          "language_bias": [609.0, 591.0, 733.0]})
+    text = describe_sweep(sweep, chance=1 / 7)
+    assert "- lambda_max 3: 0.20 / 0.99 / 0.490 / 733" in text
+    assert "fooled from lambda_max 3" in text and "hidden from that discriminator, not removed" in text
+    assert "733 vs 609" in text
+    never = describe_sweep(sweep.iloc[:2], chance=1 / 7)
+    assert "fooled the discriminator at no lambda_max" in never
