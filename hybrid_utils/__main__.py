@@ -192,7 +192,7 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", default=None, help="override the profile's run folder")
     parser.add_argument("--study", action="store_true",
                         help="the committed study: every seed of the profile's study_seeds and the adversarial "
-                             "lambda sweep (about 2 hours on 2 CPU cores); default: one seed per method")
+                             "lambda sweep (its time goes to results/timing.json); default: one seed per method")
     parser.add_argument("--train-sets", nargs="+", default=None, metavar="SET",
                         help="only the protocols training on these sets (mlqa-r, xquad-r): two processes can run "
                              "disjoint ones side by side; a last call without it tabulates everything")

@@ -318,6 +318,9 @@ def _row(model: str, method: str, train_on: str, eval_on: str, seed: int | None,
 
 
 def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:
+    """The run folder of the sweep at ``lambda_max``: the study's own adversarial run at the profile's value."""
+    if float(lambda_max) == profile.lambda_max:
+        return run_dir(profile, model, "adversarial", profile.sweep_train_on, seed)
     return (Path(profile.runs_dir) / model_slug(model) / "lambda-sweep"
             / f"adversarial-{profile.sweep_train_on}-lambda{lambda_max:g}-seed{seed}")
 
@@ -344,8 +347,7 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
         for value in lambdas or profile.lambda_sweep:
             value = float(value)
             own = value == profile.lambda_max
-            folder = run_dir(profile, model, "adversarial", train_on, seed) if own else sweep_dir(profile, model,
-                                                                                                   value, seed)
+            folder = sweep_dir(profile, model, value, seed)
             log(f"== lambda sweep: lambda_max {value:g} (seed {seed})")
             start = time.perf_counter()
             ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,

@@ -169,17 +169,15 @@ def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int
     The same folders as ``reproduce --study`` (:func:`hybrid_utils.reproduce.lambda_sweep`): the run at the
     profile's own ``lambda_max`` is the study's adversarial run. Returns ``{lambda_max: run folder}``.
     """
-    from .reproduce import ensure_run, run_dir, sweep_dir
+    from .reproduce import ensure_run, sweep_dir
 
     seed = profile.sweep_seeds[0] if seed is None else seed
     model, train_on = profile.models[0], profile.sweep_train_on
     runs = {}
     for value in lambdas or profile.lambda_sweep:
         value = float(value)
-        folder = (run_dir(profile, model, "adversarial", train_on, seed) if value == profile.lambda_max
-                  else sweep_dir(profile, model, value, seed))
         runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
-                                 output_dir=str(folder))
+                                 output_dir=str(sweep_dir(profile, model, value, seed)))
     return runs
 
 
