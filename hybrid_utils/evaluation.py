@@ -48,6 +48,7 @@ import numpy as np
 
 __all__ = [
     "CANDIDATE_TEXTS",
+    "RECALL_CUTOFFS",
     "TIE_RULE",
     "evaluate_lareqa",
     "average_precision",
@@ -59,6 +60,9 @@ __all__ = [
 
 #: How a candidate is turned into text for the passage encoder.
 CANDIDATE_TEXTS = ("sentence", "sentence+context")
+
+#: The cut-offs of Recall@k reported for every setting (the paper's Recall@1 and Recall@10).
+RECALL_CUTOFFS = (1, 10)
 
 #: How tied scores are ranked (recorded in every result).
 TIE_RULE = ("pessimistic: a relevant candidate is ranked after every non-relevant candidate with the same "
@@ -106,6 +110,18 @@ def _average_precision(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         ap = precision.sum(axis=1) / n_rel
     ap[n_rel == 0] = np.nan
     return ap, r, n_rel
+
+
+def _recall(sorted_ranks: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
+    """Recall@k per row: the share of a question's relevant items ranked in the top ``k`` (NaN without any).
+
+    ``sorted_ranks`` are the tie-resolved ranks of :func:`_average_precision`, so ties count
+    pessimistically here too. This is trec_eval's ``recall_k`` (ir_measures ``R@k``).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = (sorted_ranks <= k).sum(axis=1) / n_rel
+    recall[n_rel == 0] = np.nan
+    return recall
 
 
 # --------------------------------------------------------------------------------------
@@ -214,6 +230,11 @@ def evaluate_lareqa(
       rank distance and are left out. ``rank_distances`` holds the raw per-question
       distances for histograms. This metric is hand-written (no library computes it);
       the mAP values are cross-checked against ``ir_measures`` in the tests.
+    * ``recall_at_1`` / ``recall_at_10``: ``{"mono": ..., "cross": ..., "multilingual": ...}``,
+      Recall@k (trec_eval's ``recall_k``: the share of a question's relevant candidates ranked in
+      the top k, with the same pessimistic ties), averaged like the mAP of each setting (macro over
+      settings; multilingual: macro over question languages). In the multilingual pool of XQuAD-R a
+      question has 11 relevant answers, so its Recall@1 is at most 1/11.
     * ``per_question``: per-question values for paired significance tests between models
       evaluated on the same questions (see :mod:`hybrid_utils.stats`). The unit is the
       question **id**, not the (id, language) row: the translations of one question are
@@ -278,7 +299,7 @@ def evaluate_lareqa(
     Returns:
         dict: A JSON-serialisable result with ``mono_map``, ``cross_map``,
         ``multilingual_map``, ``language_bias`` (macro averages), their ``*_micro``
-        variants, ``pair_map`` (``{X: {Y: mAP or None}}``), ``pair_n_questions``,
+        variants, ``recall_at_1``, ``recall_at_10``, ``pair_map`` (``{X: {Y: mAP or None}}``), ``pair_n_questions``,
         ``multilingual_map_by_language``, ``language_bias_by_language``,
         ``rank_distances`` (``{X: [int, ...]}``), ``per_question``, ``probe_accuracy``,
         ``probe_chance``, ``probe_n_train``, ``probe_n_test``, ``n_settings``, ``n_questions``,
@@ -392,13 +413,17 @@ def evaluate_lareqa(
     pair_n: dict[str, dict[str, int]] = {}
     mono_aps, cross_aps = [], []
     pool_ap = np.full((n_q, n_lang), np.nan)  # AP of each question against each language's pool
+    pair_recall: dict[int, dict[str, dict[str, float | None]]] = {k: {} for k in RECALL_CUTOFFS}
     for y, lang_y in enumerate(languages):
-        ap_y, _, n_rel_y = _average_precision(np.where(rel_lang == y, own_ranks, np.inf))
+        ap_y, sorted_y, n_rel_y = _average_precision(np.where(rel_lang == y, own_ranks, np.inf))
         pool_ap[:, y] = ap_y
+        recall_y = {k: _recall(sorted_y, n_rel_y, k) for k in RECALL_CUTOFFS}
         for x, lang_x in enumerate(languages):
             sel = (q_lang_idx == x) & (n_rel_y > 0)
             pair_n.setdefault(lang_x, {})[lang_y] = int(sel.sum())
             pair_map.setdefault(lang_x, {})[lang_y] = float(ap_y[sel].mean()) if sel.any() else None
+            for k in RECALL_CUTOFFS:
+                pair_recall[k].setdefault(lang_x, {})[lang_y] = float(recall_y[k][sel].mean()) if sel.any() else None
             (mono_aps if x == y else cross_aps).append(ap_y[sel])
 
     mono_values = [pair_map[x][x] for x in languages if pair_map[x][x] is not None]
@@ -407,6 +432,14 @@ def evaluate_lareqa(
     skipped = [[x, y] for x in languages for y in languages if pair_map[x][y] is None]
 
     multi_ap, multi_sorted, multi_n_rel = _average_precision(multi_ranks)
+    multi_recall = {k: _recall(multi_sorted, multi_n_rel, k) for k in RECALL_CUTOFFS}
+    recall = {f"recall_at_{k}": {
+        "mono": _mean([pair_recall[k][x][x] for x in languages if pair_recall[k][x][x] is not None]),
+        "cross": _mean([pair_recall[k][x][y] for x in languages for y in languages
+                        if x != y and pair_recall[k][x][y] is not None]),
+        "multilingual": _mean([float(multi_recall[k][q_lang_idx == x].mean())
+                               for x in range(n_lang) if (q_lang_idx == x).any()]),
+    } for k in RECALL_CUTOFFS}
     last = np.take_along_axis(multi_sorted, np.maximum(multi_n_rel - 1, 0)[:, None], axis=1)[:, 0]
     distance = np.where(multi_n_rel >= 2, last - multi_sorted[:, 0], np.nan)
 
@@ -447,6 +480,7 @@ def evaluate_lareqa(
         "cross_map_micro": float(np.concatenate(cross_aps).mean()) if cross_values else None,
         "multilingual_map_micro": float(multi_ap.mean()),
         "language_bias_micro": float(all_d.mean()) if all_d.size else None,
+        **recall,
         "pair_map": pair_map,
         "pair_n_questions": pair_n,
         "multilingual_map_by_language": multi_by_lang,
@@ -563,6 +597,12 @@ def summarize(result: dict) -> str:
         f"language bias (mean rank distance, lower is better): {_fmt(result.get('language_bias'), 1.0)} "
         f"(micro {_fmt(result.get('language_bias_micro'), 1.0)})",
     ]
+    recall = [f"R@{k} mono {_fmt(result[f'recall_at_{k}'].get('mono'), digits=2)} / cross "
+              f"{_fmt(result[f'recall_at_{k}'].get('cross'), digits=2)} / multilingual "
+              f"{_fmt(result[f'recall_at_{k}'].get('multilingual'), digits=2)}"
+              for k in RECALL_CUTOFFS if isinstance(result.get(f"recall_at_{k}"), dict)]
+    if recall:
+        lines.append("recall x100  " + " | ".join(recall))
     if n.get("skipped"):
         lines.append(f"skipped settings without questions: {n['skipped']}")
     if "seconds_encoding" in result:

@@ -14,17 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
+__all__ = ["RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
            "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "README_START", "README_END"]
 
 METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
+#: Recall@1 / @10 per setting, flattened from an evaluation's ``recall_at_<k>`` (absent from results made before them)
+RECALL_COLUMNS = tuple(f"{setting}_recall_at_{k}" for k in (1, 10) for setting in ("mono", "cross", "multilingual"))
 #: one row per evaluated model and seed (``seed_results.csv``)
 SEED_COLUMNS = ["model", "method", "train_on", "eval_on", "seed", *METRIC_COLUMNS, "mono_map_micro",
-                "cross_map_micro", "multilingual_map_micro", "probe_accuracy", "n_questions"]
+                "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "n_questions"]
 #: one row per method and evaluation set (``summary.csv``): means over seeds, ``<metric>_sd``, ``n_seeds``
 SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "n_seeds", *METRIC_COLUMNS,
                    *(f"{m}_sd" for m in METRIC_COLUMNS), "mono_map_micro", "cross_map_micro",
-                   "multilingual_map_micro", "probe_accuracy", "probe_accuracy_sd", "n_questions"]
+                   "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "probe_accuracy_sd", "n_questions"]
 SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy", "mono_map", "cross_map",
                  "multilingual_map", "language_bias"]
 
@@ -33,8 +35,8 @@ def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Means and sample sds over seeds per (model, method, train_on, eval_on), in the order of ``per_seed``."""
     from .stats import seed_summary
 
-    metrics = [*METRIC_COLUMNS, "mono_map_micro", "cross_map_micro", "multilingual_map_micro", "probe_accuracy",
-               "n_questions"]
+    metrics = [*METRIC_COLUMNS, "mono_map_micro", "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS,
+               "probe_accuracy", "n_questions"]
     summary = seed_summary(per_seed, metrics=metrics)
     order = per_seed[["model", "method", "train_on", "eval_on"]].drop_duplicates()
     summary = order.merge(summary, on=["model", "method", "train_on", "eval_on"], how="left")

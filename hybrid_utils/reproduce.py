@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .evaluation import RECALL_CUTOFFS
 from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
 from .report import (  # noqa: F401 - re-exported (notebooks and tests import them from here)
     SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, describe_findings, summarize_seeds, summary_markdown,
@@ -313,6 +314,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
 
 def _row(model: str, method: str, train_on: str, eval_on: str, seed: int | None, result: dict) -> dict:
     row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on, "seed": seed}
+    for k in RECALL_CUTOFFS:
+        for setting, value in (result.get(f"recall_at_{k}") or {}).items():
+            row[f"{setting}_recall_at_{k}"] = value
     row.update({key: result.get(key) for key in SEED_COLUMNS if key not in row})
     return row
 

@@ -234,12 +234,19 @@ class NgramEncoder:
 
 
 def _ir_measures_ap(qrels, run):
-    import ir_measures
-    from ir_measures import AP
+    return _ir_measures_values(qrels, run)["AP"]
 
-    per_query = {m.query_id: m.value for m in ir_measures.iter_calc([AP], qrels, run)}
-    assert set(per_query) == set(qrels)
-    return per_query
+
+def _ir_measures_values(qrels, run):
+    """``{"AP": {query: value}, "R@1": {...}, "R@10": {...}}`` computed by ir_measures (trec_eval)."""
+    import ir_measures
+    from ir_measures import AP, R
+
+    out = {"AP": {}, "R@1": {}, "R@10": {}}
+    for m in ir_measures.iter_calc([AP, R @ 1, R @ 10], qrels, run):
+        out[str(m.measure)][m.query_id] = m.value
+    assert all(set(values) == set(qrels) for values in out.values())
+    return out
 
 
 def _check_against_ir_measures(dataset):
@@ -265,6 +272,7 @@ def _check_against_ir_measures(dataset):
         return {cids[columns[j]]: float(len(columns) - pos) for pos, j in enumerate(order)}
 
     # every (X, Y) setting
+    setting_recall = {"mono": {1: [], 10: []}, "cross": {1: [], 10: []}}
     for x in dataset.languages:
         for y in dataset.languages:
             columns = np.flatnonzero(clangs == y)
@@ -279,22 +287,36 @@ def _check_against_ir_measures(dataset):
             if not qrels:
                 assert result["pair_map"][x][y] is None
                 continue
-            expected = float(np.mean(list(_ir_measures_ap(qrels, run).values())))
+            values = _ir_measures_values(qrels, run)
+            expected = float(np.mean(list(values["AP"].values())))
             assert result["pair_map"][x][y] == pytest.approx(expected, abs=1e-6), (x, y)
+            for k in (1, 10):
+                setting_recall["mono" if x == y else "cross"][k].append(np.mean(list(values[f"R@{k}"].values())))
+    for setting, by_k in setting_recall.items():
+        for k, values in by_k.items():  # macro over settings, like mAP
+            assert result[f"recall_at_{k}"][setting] == pytest.approx(np.mean(values), abs=1e-6), (setting, k)
 
     # multilingual pool
     qrels = {str(i): {r: 1 for r in rels[i]} for i in range(len(qids))}
     run = {str(i): run_row(i, set(rels[i]), np.arange(len(cids))) for i in range(len(qids))}
-    ap = _ir_measures_ap(qrels, run)
+    values = _ir_measures_values(qrels, run)
+    ap = values["AP"]
     by_lang = defaultdict(list)
     for i in range(len(qids)):
         by_lang[qlangs[i]].append(ap[str(i)])
+    for k in (1, 10):
+        per_lang = defaultdict(list)
+        for i in range(len(qids)):
+            per_lang[qlangs[i]].append(values[f"R@{k}"][str(i)])
+        expected = np.mean([np.mean(v) for v in per_lang.values()])
+        assert result[f"recall_at_{k}"]["multilingual"] == pytest.approx(expected, abs=1e-6)
     for lang, values in by_lang.items():
         assert result["multilingual_map_by_language"][lang] == pytest.approx(np.mean(values), abs=1e-6)
     assert result["multilingual_map"] == pytest.approx(np.mean([np.mean(v) for v in by_lang.values()]), abs=1e-6)
     assert result["multilingual_map_micro"] == pytest.approx(np.mean(list(ap.values())), abs=1e-6)
     # the rankings are non-trivial
     assert 0.05 < result["mono_map"] < 0.99
+    assert 0.0 < result["recall_at_1"]["multilingual"] < result["recall_at_10"]["multilingual"] < 1.0
     return result
 
 
