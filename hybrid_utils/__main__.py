@@ -196,6 +196,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--train-sets", nargs="+", default=None, metavar="SET",
                         help="only the protocols training on these sets (mlqa-r, xquad-r): two processes can run "
                              "disjoint ones side by side; a last call without it tabulates everything")
+    parser.add_argument("--refresh", nargs="+", default=(), metavar="METHOD",
+                        help="evaluate again the stored results of these methods (zero-shot included) that lack a "
+                             "metric added since they were written (Recall@k, centred embeddings); no retraining")
     parser.add_argument("--notebooks", action="store_true",
                         help="afterwards, execute the notebooks in place (papermill) with the same profile")
     parser.set_defaults(handler=run_reproduce)
@@ -212,7 +215,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     try:
         profile = get_profile(args.profile, **overrides)
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
-                  train_sets=args.train_sets)
+                  train_sets=args.train_sets, refresh=tuple(args.refresh))
         if args.notebooks:
             execute_notebooks(profile, study=args.study, train_sets=args.train_sets)
     except (ValueError, OSError) as err:
@@ -236,6 +239,11 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--scales", nargs="+", type=float, default=None, metavar="SCALE")
     parser.add_argument("--layers", nargs="+", type=_positive_int, default=None, metavar="N",
                         help="numbers of trainable top layers to try")
+    parser.add_argument("--choose-layers", type=_positive_int, default=None, metavar="N",
+                        help="choose among grid points with N trainable layers, the compute budget's restriction "
+                             "(default: the cpu profile's num_trainable_layers)")
+    parser.add_argument("--any-layers", action="store_true",
+                        help="choose among all grid points, whatever their number of trainable layers")
     parser.add_argument("--steps", type=_positive_int, default=240, help="steps per run (default: 240)")
     parser.add_argument("--eval-every", type=_positive_int, default=40, help="validation every N steps (default: 40)")
     parser.add_argument("--output", default=None, help="CSV file (default: results/tuning/<train-on>.csv)")
@@ -245,8 +253,13 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_tune(args: argparse.Namespace) -> int:
     """Handler of ``tune``."""
+    from hybrid_utils.profiles import get_profile
     from hybrid_utils.tuning import DEFAULT_GRID, tune
 
+    if args.any_layers and args.choose_layers:
+        raise CLIError("give --choose-layers or --any-layers, not both")
+    layers = args.choose_layers or get_profile("cpu").training_defaults(args.train_on)["num_trainable_layers"]
+    choose_with = None if args.any_layers else {"num_trainable_layers": layers}
     grid = dict(DEFAULT_GRID)
     for key, values in (("learning_rate", args.learning_rates), ("scale", args.scales),
                         ("num_trainable_layers", args.layers)):
@@ -254,7 +267,7 @@ def run_tune(args: argparse.Namespace) -> int:
             grid[key] = tuple(values)
     try:
         tune(args.train_on, method=args.method, grid=grid, steps=args.steps, eval_every=args.eval_every,
-             output=args.output)
+             output=args.output, choose_with=choose_with)
     except (ValueError, OSError) as err:
         raise CLIError(_one_line(err)) from err
     return 0

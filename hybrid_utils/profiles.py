@@ -71,6 +71,10 @@ class Profile:
     limit_questions: int | None = None
     eval_languages: tuple[str, ...] | None = None
     int8_eval: bool = False
+    # evaluations also score these post-processings of the embeddings (hybrid_utils.postprocess); "none" is always there
+    postprocess: tuple[str, ...] = ("center",)
+    # texts per language and side from which a language's mean embedding is estimated for "center"
+    center_sample: int = 200
     precision: str = "auto"
     results_dir: str = "results"
     runs_dir: str = "runs"
@@ -90,7 +94,7 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(
-        name="smoke", steps=3, batch_size=8, limit_pairs=2500, limit_questions=25, study_seeds=(1, 2),
+        name="smoke", steps=3, batch_size=8, limit_pairs=2500, limit_questions=25, study_seeds=(1, 2), center_sample=16,
         lambda_sweep=(0.0, 1.0),
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",

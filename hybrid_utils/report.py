@@ -21,10 +21,10 @@ METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
 #: Recall@1 / @10 per setting, flattened from an evaluation's ``recall_at_<k>`` (absent from results made before them)
 RECALL_COLUMNS = tuple(f"{setting}_recall_at_{k}" for k in (1, 10) for setting in ("mono", "cross", "multilingual"))
 #: one row per evaluated model and seed (``seed_results.csv``)
-SEED_COLUMNS = ["model", "method", "train_on", "eval_on", "seed", *METRIC_COLUMNS, "mono_map_micro",
+SEED_COLUMNS = ["model", "method", "train_on", "eval_on", "seed", "postprocess", *METRIC_COLUMNS, "mono_map_micro",
                 "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "n_questions"]
 #: one row per method and evaluation set (``summary.csv``): means over seeds, ``<metric>_sd``, ``n_seeds``
-SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "n_seeds", *METRIC_COLUMNS,
+SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "postprocess", "n_seeds", *METRIC_COLUMNS,
                    *(f"{m}_sd" for m in METRIC_COLUMNS), "mono_map_micro", "cross_map_micro",
                    "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "probe_accuracy_sd", "n_questions"]
 SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy", "mono_map", "cross_map",
@@ -32,14 +32,23 @@ SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy
 
 
 def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Means and sample sds over seeds per (model, method, train_on, eval_on), in the order of ``per_seed``."""
+    """Means and sample sds over seeds per (model, method, train_on, eval_on, postprocess), in the order of ``per_seed``.
+
+    ``postprocess`` is ``none`` (the embeddings as they are) or ``center`` (:mod:`hybrid_utils.postprocess`);
+    rows without the column count as ``none``.
+    """
     from .stats import seed_summary
 
     metrics = [*METRIC_COLUMNS, "mono_map_micro", "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS,
                "probe_accuracy", "n_questions"]
-    summary = seed_summary(per_seed, metrics=metrics)
-    order = per_seed[["model", "method", "train_on", "eval_on"]].drop_duplicates()
-    summary = order.merge(summary, on=["model", "method", "train_on", "eval_on"], how="left")
+    keys = ["model", "method", "train_on", "eval_on", "postprocess"]
+    per_seed = per_seed.copy()
+    if "postprocess" not in per_seed:
+        per_seed["postprocess"] = "none"
+    per_seed["postprocess"] = per_seed["postprocess"].fillna("none")
+    summary = seed_summary(per_seed, group_by=keys, metrics=metrics)
+    order = per_seed[keys].drop_duplicates()
+    summary = order.merge(summary, on=keys, how="left")
     for column in SUMMARY_COLUMNS:
         if column not in summary:
             summary[column] = math.nan
@@ -64,9 +73,11 @@ def _mean_sd(mean: float, sd: float, digits: int) -> str:
 def summary_markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table: mean ± sd over seeds (mAP to three decimals, rank distance to one)."""
     rows = []
+    postprocessed = "postprocess" in summary and (summary["postprocess"].fillna("none") != "none").any()
     for row in summary.itertuples(index=False):
         rows.append({
             "model": row.model, "method": row.method, "trained on": row.train_on, "evaluated on": row.eval_on,
+            **({"post-processing": row.postprocess} if postprocessed else {}),
             "seeds": int(row.n_seeds),
             "mono mAP": _mean_sd(row.mono_map, row.mono_map_sd, 3),
             "cross mAP": _mean_sd(row.cross_map, row.cross_map_sd, 3),

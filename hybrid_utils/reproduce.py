@@ -123,32 +123,80 @@ class Evaluator:
 
     def evaluate(self, model_path: str, dataset, model_name: str, base_model: str | None = None,
                  show_progress_bar: bool = True) -> dict:
-        """``evaluate_lareqa`` of the model at ``model_path`` (a run folder or model name) on ``dataset``."""
-        from .encoder import load_encoder
+        """``evaluate_lareqa`` of the model at ``model_path`` (a run folder or model name) on ``dataset``.
+
+        With ``"center"`` among the profile's ``postprocess``, the result also holds the metrics of the
+        language-centred embeddings under ``result["postprocess"]["center"]`` (:mod:`hybrid_utils.postprocess`).
+        """
+        from .encoder import encode_texts, load_encoder
         from .evaluation import evaluate_lareqa
 
         encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
         cache = self._cache(base_model or self.profile.models[0])
+        if cache is not None:
+            def encode(texts, prompt_name, progress=show_progress_bar):
+                return cache.encode(encoder, texts, prompt_name, progress)
+        else:
+            def encode(texts, prompt_name, progress=show_progress_bar):
+                return encode_texts(encoder, list(texts), prompt_name, show_progress_bar=progress,
+                                    precision=self.profile.precision)
         start = time.perf_counter()
-        embeddings = cache.lareqa_embeddings(encoder, dataset, show_progress_bar) if cache is not None else None
+        embeddings = (encode(dataset.questions["text"], "query"), encode(dataset.candidates["sentence"], "passage"))
+        seconds_encoding = time.perf_counter() - start
         result = evaluate_lareqa(encoder, dataset, model_name=model_name, embeddings=embeddings,
                                  precision=self.profile.precision, show_progress_bar=show_progress_bar)
-        if embeddings is not None:
-            result["seconds_encoding"] = round(time.perf_counter() - start - result.get("seconds_scoring", 0.0)
-                                               - result.get("seconds_probe", 0.0), 3)
-            result["precision"] = cache.precision
+        result["seconds_encoding"] = round(seconds_encoding, 3)
+        result["precision"] = cache.precision if cache is not None else self.profile.precision
+        if cache is not None:
             result["encoding"] = (f"lower {cache.num_frozen_layers} layers computed once per text "
                                   f"(FrozenPrefixCache), top layers by this model")
+        if "center" in self.profile.postprocess:
+            from .postprocess import centered_evaluation, centering_means
+
+            start = time.perf_counter()
+            means = centering_means(lambda texts, side: encode(texts, side, False), dataset,
+                                    self.training_set_of(dataset), sample=self.profile.center_sample)
+            result["postprocess"] = {"center": centered_evaluation(*embeddings, dataset, means)}
+            result["seconds_postprocess"] = round(time.perf_counter() - start, 3)
         return result
 
-    def __call__(self, model_path: str, base_model: str, eval_on: str, out: Path, model_name: str) -> dict:
-        """Evaluate on the full evaluation set ``eval_on`` and save to ``out``, unless ``out`` is up to date."""
+    def missing_metrics(self, result: dict) -> list[str]:
+        """Metrics this evaluator writes that ``result`` (written by older code) does not have."""
+        missing = [key for key in ("recall_at_1", "recall_at_10") if key not in result]
+        missing += [f"postprocess {name}" for name in self.profile.postprocess
+                    if name not in (result.get("postprocess") or {})]
+        return missing
+
+    def training_set_of(self, dataset):
+        """The training set of the protocol that evaluates on ``dataset`` (None for a custom data set)."""
+        from .config import PROTOCOLS
+        from .data import load_lareqa
+
+        train_on = next((t for t, e in PROTOCOLS.items() if e == getattr(dataset, "name", None)), None)
+        if train_on is None:
+            return None
+        key = ("train", train_on)
+        if key not in self._datasets:
+            self._datasets[key] = load_lareqa(train_on)
+        return self._datasets[key]
+
+    def __call__(self, model_path: str, base_model: str, eval_on: str, out: Path, model_name: str,
+                 refresh: bool = False) -> dict:
+        """Evaluate on the full evaluation set ``eval_on`` and save to ``out``, unless ``out`` is up to date.
+
+        ``refresh``: also evaluate again when ``out`` lacks a metric added since it was written
+        (:meth:`missing_metrics`); the model is not retrained.
+        """
         from .evaluation import save_result
 
         trained = Path(model_path) / "train_config.json"
         if out.exists() and (not trained.exists() or out.stat().st_mtime >= trained.stat().st_mtime):
-            self.log(f"  [skip] {out} exists")
-            return json.loads(out.read_text())
+            saved = json.loads(out.read_text())
+            missing = self.missing_metrics(saved)
+            if not (refresh and missing):
+                self.log(f"  [skip] {out} exists" + (f" (without {', '.join(missing)})" if missing else ""))
+                return saved
+            self.log(f"  {out} has no {', '.join(missing)}: evaluating again")
         result = self.evaluate(model_path, self.dataset(eval_on), model_name, base_model)
         save_result(result, out)
         self.log(f"  mAP mono {result['mono_map']:.3f}  cross {result['cross_map']:.3f}  "
@@ -233,7 +281,7 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
-              train_sets=None, log=print) -> pd.DataFrame:
+              train_sets=None, refresh=(), log=print) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
@@ -246,6 +294,8 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             can run disjoint protocols side by side (e.g. one thread each on a 2-core machine);
             the lambda sweep runs with the protocol of ``profile.sweep_train_on``. The tables
             then cover the protocols run so far; a last run without ``train_sets`` tabulates all.
+        refresh: methods (``zero-shot`` included) whose stored evaluations are redone when they lack
+            a metric added since they were written (Recall@k, the centred embeddings); runs are not retrained.
         log: where progress lines go.
     """
     from .config import METHODS
@@ -268,9 +318,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             log(f"== {model_slug(model)}: zero-shot on {eval_on}")
             start = time.perf_counter()
             result = evaluate(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
-                              model_name=model_slug(model))
+                              model_name=model_slug(model), refresh=ZERO_SHOT in refresh)
             timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
-            rows.append(_row(model, ZERO_SHOT, "-", eval_on, None, result))
+            rows += _rows(model, ZERO_SHOT, "-", eval_on, None, result)
             for method in methods:
                 for seed in seeds:
                     out_dir = run_dir(profile, model, method, train_on, seed)
@@ -280,9 +330,10 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                     timer.add(f"train {method} on {train_on}", time.perf_counter() - start, seed)
                     start = time.perf_counter()
                     result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on, seed),
-                                      model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
+                                      model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})",
+                                      refresh=method in refresh)
                     timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
-                    rows.append(_row(model, method, train_on, eval_on, seed, result))
+                    rows += _rows(model, method, train_on, eval_on, seed, result)
                     results.setdefault((method, eval_on), []).append(result)
     run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols)
     sweep = lambda_sweep(profile, evaluate, timer, log=log) if run_sweep else None
@@ -294,8 +345,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     results_dir.mkdir(parents=True, exist_ok=True)
     per_seed = pd.DataFrame(rows, columns=SEED_COLUMNS)
     per_seed.to_csv(results_dir / "seed_results.csv", index=False)
-    summary = summarize_seeds(per_seed)
-    write_summary(summary, results_dir)
+    summary_all = summarize_seeds(per_seed)
+    write_summary(summary_all, results_dir)
+    summary = summary_all[summary_all["postprocess"] == "none"].reset_index(drop=True)
     from .stats import compare_methods
     comparisons = compare_methods(results)
     comparisons.to_csv(results_dir / "comparisons.csv", index=False)
@@ -312,13 +364,19 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     return summary
 
 
-def _row(model: str, method: str, train_on: str, eval_on: str, seed: int | None, result: dict) -> dict:
-    row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on, "seed": seed}
-    for k in RECALL_CUTOFFS:
-        for setting, value in (result.get(f"recall_at_{k}") or {}).items():
-            row[f"{setting}_recall_at_{k}"] = value
-    row.update({key: result.get(key) for key in SEED_COLUMNS if key not in row})
-    return row
+def _rows(model: str, method: str, train_on: str, eval_on: str, seed: int | None, result: dict) -> list[dict]:
+    """The ``seed_results.csv`` rows of one evaluation: its embeddings as they are, then each post-processing."""
+    variants = {"none": result, **(result.get("postprocess") or {})}
+    rows = []
+    for postprocess, values in variants.items():
+        row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on, "seed": seed,
+               "postprocess": postprocess}
+        for k in RECALL_CUTOFFS:
+            for setting, value in (values.get(f"recall_at_{k}") or {}).items():
+                row[f"{setting}_recall_at_{k}"] = value
+        row.update({key: values.get(key, result.get(key)) for key in SEED_COLUMNS if key not in row})
+        rows.append(row)
+    return rows
 
 
 def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:

@@ -83,14 +83,17 @@ DEFAULT_GRID = {"num_trainable_layers": (2, 4), "learning_rate": (1e-4, 3e-4), "
 
 def tune(train_on: str = "mlqa-r", method: str = "hybrid", grid: Mapping[str, Sequence] | None = None,
          steps: int = 240, eval_every: int = 40, output: str | Path | None = None,
-         runs_dir: str | Path = "runs/tuning", log=print, **overrides) -> pd.DataFrame:
+         runs_dir: str | Path = "runs/tuning", log=print, choose_with: Mapping | None = None,
+         **overrides) -> pd.DataFrame:
     """Train ``method`` on ``train_on`` for every point of ``grid`` and track validation mAP.
 
     ``grid`` maps :class:`~hybrid_utils.config.TrainConfig` fields to the values to try
     (default :data:`DEFAULT_GRID`). Returns (and writes to ``output``, default
     ``results/tuning/<train_on>.csv``, rewritten after every grid point, and appending to the
     rows already there for other grid points) one row per grid point and evaluated step; see
-    :func:`choose` for the decision. ``overrides`` go to every run's config.
+    :func:`choose` for the decision, written to ``<output>.json``; ``choose_with`` restricts it to
+    grid points with these values (e.g. ``{"num_trainable_layers": 2}``, the compute budget's choice),
+    as :mod:`hybrid_utils.profiles` does. ``overrides`` go to every run's config.
     """
     from .config import TrainConfig
     from .training import build_training_run
@@ -130,7 +133,7 @@ def tune(train_on: str = "mlqa-r", method: str = "hybrid", grid: Mapping[str, Se
         frame = _merge(previous, pd.DataFrame(rows, columns=TUNING_COLUMNS))
         output.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(output, index=False)  # after every grid point: an interrupted search keeps its evidence
-    choice = choose(frame)
+    choice = choose(frame, **dict(choose_with or {}))
     output.with_suffix(".json").write_text(json.dumps(choice, indent=2))
     log(f"chosen: {choice}")
     return frame

@@ -33,7 +33,8 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
 
     out = tmp_path / "tuning.csv"
     frame = tune("mlqa-r", grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
-                 runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8)
+                 runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8,
+                 choose_with={"num_trainable_layers": 2})
     assert list(frame.columns[:6]) == ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step"]
     assert sorted(set(frame["step"])) == [0, 2, 4]
     assert len(frame) == 6
@@ -44,4 +45,5 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
     assert frame[["mono_map", "cross_map", "multilingual_map"]].apply(lambda c: c.between(0, 1)).all().all()
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["learning_rate"] in (1e-4, 1e-3) and saved["steps"] in (0, 2, 4)
+    assert saved["fixed"] == {"num_trainable_layers": 2}  # the same restriction as the profile's choice
     assert pd.read_csv(out).shape == frame.shape
