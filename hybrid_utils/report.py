@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
+__all__ = ["centering_effect", "describe_centering", "RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
            "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "README_START", "README_END"]
 
 METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
@@ -154,6 +154,37 @@ def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_marg
                          f"{'hidden from that discriminator, not removed' if row['probe_accuracy'] > 0.9 else 'reduced'}; "
                          f"rank distance {row['language_bias']:.0f} vs {base['language_bias']:.0f} at lambda_max "
                          f"{mean.index[0]:g}")
+    return "\n".join(lines)
+
+
+def centering_effect(summary: pd.DataFrame) -> pd.DataFrame:
+    """What centring each language's embeddings (``postprocess == "center"``) changes, per method and evaluation set.
+
+    ``summary`` is ``summary.csv`` with both post-processings. One row per (method, eval_on) that has
+    both: the four main metrics as they are (``<metric>``), centred (``<metric>_centered``) and the
+    change (``<metric>_change``, centred − as they are; for the rank distance negative is better).
+    """
+    keys = ["model", "method", "train_on", "eval_on"]
+    if "postprocess" not in summary:
+        return pd.DataFrame(columns=keys)
+    plain = summary[summary["postprocess"] == "none"].set_index(keys)[list(METRIC_COLUMNS)]
+    centered = summary[summary["postprocess"] == "center"].set_index(keys)[list(METRIC_COLUMNS)]
+    both = plain.join(centered, rsuffix="_centered", how="inner")
+    for metric in METRIC_COLUMNS:
+        both[f"{metric}_change"] = both[f"{metric}_centered"] - both[metric]
+    columns = [c for m in METRIC_COLUMNS for c in (m, f"{m}_centered", f"{m}_change")]
+    return both[columns].reset_index()
+
+
+def describe_centering(effect: pd.DataFrame) -> str:
+    """The training-free centring in words: per evaluation set and method, what it does to bias and monolingual mAP."""
+    lines = []
+    for eval_on, part in effect.groupby("eval_on", sort=False):
+        changes = ", ".join(f"{row.method} {row.language_bias:.0f} → {row.language_bias_centered:.0f} "
+                            f"(mono mAP {row.mono_map_change:+.3f}, multilingual {row.multilingual_map_change:+.3f})"
+                            for row in part.itertuples(index=False))
+        lines.append(f"- centring each language's embeddings on {eval_on} (no training; rank distance as is → centred): "
+                     f"{changes}")
     return "\n".join(lines)
 
 

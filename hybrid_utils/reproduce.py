@@ -321,6 +321,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                               model_name=model_slug(model), refresh=ZERO_SHOT in refresh)
             timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
             rows += _rows(model, ZERO_SHOT, "-", eval_on, None, result)
+            _add_postprocessed(results, ZERO_SHOT, eval_on, result)
             for method in methods:
                 for seed in seeds:
                     out_dir = run_dir(profile, model, method, train_on, seed)
@@ -335,6 +336,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                     timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
                     rows += _rows(model, method, train_on, eval_on, seed, result)
                     results.setdefault((method, eval_on), []).append(result)
+                    _add_postprocessed(results, method, eval_on, result)
     run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols)
     sweep = lambda_sweep(profile, evaluate, timer, log=log) if run_sweep else None
     if sweep is None and study and (Path(profile.results_dir) / "adversarial_sweep.csv").exists():
@@ -349,7 +351,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     write_summary(summary_all, results_dir)
     summary = summary_all[summary_all["postprocess"] == "none"].reset_index(drop=True)
     from .stats import compare_methods
-    comparisons = compare_methods(results)
+    comparisons = compare_methods(results, comparisons=_comparison_pairs(results))
     comparisons.to_csv(results_dir / "comparisons.csv", index=False)
     timer.add("summary and comparisons", time.perf_counter() - start)
     start = time.perf_counter()
@@ -362,6 +364,21 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     write_timing(timer, results_dir, profile, study, seeds, protocols, started)
     log("\nTime per stage\n" + timer.table())
     return summary
+
+
+def _add_postprocessed(results: dict, method: str, eval_on: str, result: dict) -> None:
+    """File each post-processed variant of ``result`` as a method of its own (``hybrid + center``) for the comparisons."""
+    for name, values in (result.get("postprocess") or {}).items():
+        results.setdefault((f"{method} + {name}", eval_on), []).append(values)
+
+
+def _comparison_pairs(results: dict) -> list[tuple[str, str]]:
+    """The study's method comparisons, then every post-processed variant against its own embeddings."""
+    from .stats import STUDY_COMPARISONS
+
+    pairs = list(STUDY_COMPARISONS)
+    pairs += [(name, name.split(" + ")[0]) for name, _ in dict.fromkeys(results) if " + " in name]
+    return list(dict.fromkeys(pairs))
 
 
 def _rows(model: str, method: str, train_on: str, eval_on: str, seed: int | None, result: dict) -> list[dict]:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["METRICS", "METRIC_NAMES", "seed_summary", "paired_difference", "judge", "compare_methods",
+__all__ = ["METRICS", "METRIC_NAMES", "STUDY_COMPARISONS", "seed_summary", "paired_difference", "judge", "compare_methods",
            "describe_comparisons"]
 
 #: Summary metric -> (key in ``result["per_question"]``, direction): +1 higher is better, -1 lower is better.
@@ -253,11 +253,13 @@ def judge(row: Mapping, direction: int = +1, alpha: float = 0.05) -> str:
 # --------------------------------------------------------------------------------------
 # All comparisons
 # --------------------------------------------------------------------------------------
+#: the comparisons of the study: (method_a, method_b), reported as a − b
+STUDY_COMPARISONS = (("hybrid", "monolingual"), ("hybrid", "cross-lingual"), ("hybrid", "adversarial"),
+                     ("adversarial", "monolingual"))
+
+
 def compare_methods(results: Mapping[tuple[str, str], Sequence[Mapping]],
-                    comparisons: Sequence[tuple[str, str]] = (("hybrid", "monolingual"),
-                                                              ("hybrid", "cross-lingual"),
-                                                              ("hybrid", "adversarial"),
-                                                              ("adversarial", "monolingual")),
+                    comparisons: Sequence[tuple[str, str]] = STUDY_COMPARISONS,
                     metrics: Mapping[str, tuple[str, int]] = METRICS, **kw) -> pd.DataFrame:
     """Run :func:`paired_difference` and :func:`judge` for every comparison, evaluation set and metric.
 

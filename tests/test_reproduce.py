@@ -53,7 +53,9 @@ def test_study_writes_tables_json_and_figures(study):
     assert list(comparisons.columns[:8]) == ["eval_on", "metric", "method_a", "method_b", "diff", "ci_low",
                                              "ci_high", "p_value"]
     pairs = set(zip(comparisons["method_a"], comparisons["method_b"]))
-    assert pairs == {("hybrid", "monolingual"), ("hybrid", "adversarial"), ("adversarial", "monolingual")}
+    assert pairs == {("hybrid", "monolingual"), ("hybrid", "adversarial"), ("adversarial", "monolingual"),
+                     ("zero-shot + center", "zero-shot"), ("monolingual + center", "monolingual"),
+                     ("hybrid + center", "hybrid"), ("adversarial + center", "adversarial")}
     assert (comparisons["ci_low"] <= comparisons["diff"]).all() and (comparisons["diff"] <= comparisons["ci_high"]).all()
 
     sweep = pd.read_csv(results / "adversarial_sweep.csv")
