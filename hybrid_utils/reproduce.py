@@ -34,7 +34,8 @@ import pandas as pd
 from .evaluation import RECALL_CUTOFFS
 from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
 from .report import (  # noqa: F401 - re-exported (notebooks and tests import them from here)
-    SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, describe_findings, summarize_seeds, summary_markdown,
+    SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, centering_effect, describe_centering, describe_findings,
+    summarize_seeds, summary_markdown,
     update_readme, write_summary,
 )
 from .results import load_results, load_seed_results, result_name  # noqa: F401 - re-exported
@@ -359,8 +360,13 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     save_study_figures(results_dir, summary)
     timer.add("figures", time.perf_counter() - start)
     if profile.name == "cpu" and results_dir.resolve() == (Path.cwd() / "results").resolve():
+        effect = centering_effect(summary_all)
+        notes = [_sweep_note(sweep, profile) if sweep is not None else "",
+                 ("Training-free centring of each language's embeddings (`hybrid_utils.postprocess`, rows "
+                  "`postprocess == center` of `summary.csv`; paired tests `<method> + center` in `comparisons.csv`):\n"
+                  + describe_centering(effect)) if len(effect) else ""]
         update_readme(summary, profile.results_dir, comparisons=comparisons,
-                      notes=_sweep_note(sweep, profile) if sweep is not None else "")
+                      notes="\n\n".join(note for note in notes if note))
     write_timing(timer, results_dir, profile, study, seeds, protocols, started)
     log("\nTime per stage\n" + timer.table())
     return summary
