@@ -8,7 +8,8 @@ a language-agnostic one mixes the colours, and the translations of one answer la
 * :func:`answer_sample`: the answers of ``n_ids`` question ids in every language;
 * :func:`embed_answers`: their embeddings under one model (``"passage"`` prompt, as in evaluation);
 * :func:`project`: PCA or t-SNE (scikit-learn) to two dimensions;
-* :func:`language_separation`: one number for "clusters by language" (silhouette by language);
+* :func:`language_separation`: one number for "clusters by language" (silhouette by language), and
+  :func:`nearest_neighbours`: is an answer's nearest neighbour its translation or a same-language sentence?
 * :func:`embedding_maps` and :func:`plot_embedding_maps`: several models side by side, titled with
   the language-identification probe accuracy of the study (:func:`probe_accuracies`).
 
@@ -30,8 +31,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["answer_sample", "embed_answers", "project", "language_separation", "embedding_maps",
-           "plot_embedding_maps", "probe_accuracies", "PROJECTIONS"]
+__all__ = ["answer_sample", "embed_answers", "project", "language_separation", "nearest_neighbours",
+           "embedding_maps", "map_summary", "plot_embedding_maps", "probe_accuracies", "PROJECTIONS"]
 
 PROJECTIONS = ("pca", "tsne")
 
@@ -117,6 +118,27 @@ def language_separation(embeddings: np.ndarray, languages: Sequence[str]) -> flo
     return float(silhouette_score(np.asarray(embeddings), np.asarray(languages), metric="cosine"))
 
 
+def nearest_neighbours(embeddings: np.ndarray, sample: pd.DataFrame) -> dict[str, float]:
+    """Where each answer's nearest other answer (cosine) comes from.
+
+    Returns:
+        ``{"same_answer_other_language": share, "same_language_other_answer": share}``: the share of answers whose
+        nearest neighbour is a translation of the same answer, and the share whose nearest neighbour is another
+        answer in the same language. A language-agnostic space has a high first share, a language-biased one a
+        high second.
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    similarity = x @ x.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = similarity.argmax(axis=1)
+    ids, languages = sample["question_id"].to_numpy(), sample["language"].to_numpy()
+    same_answer = ids[nearest] == ids
+    same_language = languages[nearest] == languages
+    return {"same_answer_other_language": float(np.mean(same_answer & ~same_language)),
+            "same_language_other_answer": float(np.mean(~same_answer & same_language))}
+
+
 def embedding_maps(models: Mapping[str, Any], sample: pd.DataFrame, projections: Sequence[str] = PROJECTIONS,
                    seed: int = 0, batch_size: int = 64) -> pd.DataFrame:
     """Embed ``sample``'s answers with each model and project them.
@@ -127,20 +149,34 @@ def embedding_maps(models: Mapping[str, Any], sample: pd.DataFrame, projections:
         projections: any of :data:`PROJECTIONS`.
 
     Returns:
-        Long DataFrame ``model, projection, x, y, language, question_id, separation`` (``separation``:
-        :func:`language_separation` of that model's embeddings, the same on every row of the model).
+        Long DataFrame ``model, projection, x, y, language, question_id, separation, same_answer_nn,
+        same_language_nn``: the last three describe the model's embeddings themselves (the same on every row of
+        the model): :func:`language_separation` and the two shares of :func:`nearest_neighbours`.
     """
     frames = []
     for name, model in models.items():
         embeddings = embed_answers(model, sample, batch_size=batch_size)
         separation = language_separation(embeddings, sample["language"])
+        neighbours = nearest_neighbours(embeddings, sample)
         for method in projections:
             xy = project(embeddings, method, seed=seed)
             frames.append(pd.DataFrame({"model": name, "projection": method, "x": xy[:, 0], "y": xy[:, 1],
                                         "language": sample["language"].to_numpy(),
                                         "question_id": sample["question_id"].to_numpy(),
-                                        "separation": separation}))
+                                        "separation": separation,
+                                        "same_answer_nn": neighbours["same_answer_other_language"],
+                                        "same_language_nn": neighbours["same_language_other_answer"]}))
     return pd.concat(frames, ignore_index=True)
+
+
+def map_summary(frame: pd.DataFrame, probe_accuracy: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per model of :func:`embedding_maps`' numbers: language silhouette, nearest-neighbour shares, probe."""
+    summary = frame.groupby("model", sort=False)[["separation", "same_answer_nn", "same_language_nn"]].first()
+    summary.columns = ["language silhouette", "nearest = same answer, other language",
+                       "nearest = other answer, same language"]
+    if probe_accuracy:
+        summary["language probe accuracy"] = [probe_accuracy.get(name, np.nan) for name in summary.index]
+    return summary
 
 
 def probe_accuracies(results_dir: str | Path = "results", model: str = "multilingual-e5-small",
@@ -176,7 +212,7 @@ def plot_embedding_maps(frame: pd.DataFrame, probe_accuracy: Mapping[str, float]
     models = list(dict.fromkeys(frame["model"]))
     projections = list(dict.fromkeys(frame["projection"]))
     languages = sorted(frame["language"].unique())
-    palette = dict(zip(languages, sns.color_palette("tab20" if len(languages) > 10 else "tab10", len(languages))))
+    palette = dict(zip(languages, sns.color_palette("tab10" if len(languages) <= 10 else "husl", len(languages))))
     fig, axes = plt.subplots(len(projections), len(models), figsize=(height * len(models), height * len(projections)),
                              squeeze=False)
     for row, method in enumerate(projections):

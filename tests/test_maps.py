@@ -89,6 +89,12 @@ def test_embedding_maps_side_by_side(monkeypatch):
     assert len(frame) == 160
     separation = frame.groupby("model")["separation"].first()
     assert separation["biased"] > 0.9 and separation["agnostic"] < 0.1
+    summary = maps.map_summary(frame, probe_accuracy={"biased": 1.0})
+    # biased: every nearest neighbour is another answer in the same language; agnostic: the translation
+    assert summary.loc["biased", "nearest = other answer, same language"] == 1.0
+    assert summary.loc["agnostic", "nearest = same answer, other language"] == 1.0
+    assert summary.loc["biased", "language probe accuracy"] == 1.0
+    assert np.isnan(summary.loc["agnostic", "language probe accuracy"])
     fig = maps.plot_embedding_maps(frame, probe_accuracy={"biased": 1.0, "agnostic": 0.5})
     titles = [ax.get_title() for ax in fig.axes]
     assert "probe 1.00" in titles[0] and "probe 0.50" in titles[1]
