@@ -91,7 +91,8 @@ def setup(profile: str | None = None, seed: int = 0) -> Profile:
 
     chosen = get_profile(profile)
     here = os.getcwd()
-    if os.path.basename(here) == "notebooks" and os.path.exists(os.path.join(here, "..", "pyproject.toml")):
+    in_book = os.path.basename(here) in ("notebooks", "solutions")
+    if in_book and os.path.exists(os.path.join(here, "..", "pyproject.toml")):
         os.chdir("..")  # results/ and runs/ are relative to the repository root, as for the CLI
     os.environ[PROFILE_ENV] = chosen.name  # helpers called later see the same profile
     random.seed(seed)
