@@ -4,7 +4,9 @@
 * :class:`DiscriminatorCheckpointCallback` saves the adversarial discriminator into every
   checkpoint (it lives in the loss, not in the model);
 * :class:`BatchRecordingCollator` optionally records the languages of every batch a process
-  trains on.
+  trains on;
+* :class:`TrainingProgressCallback` is the run's one progress bar (loss in its postfix), in place of
+  the trainer's per-step printing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .config import DISCRIMINATOR_NAME
 from .runs import _read_jsonl
 from .samplers import PairCollator
 
-__all__ = ["TrainLogCallback", "DiscriminatorCheckpointCallback", "BatchRecordingCollator"]
+__all__ = ["TrainLogCallback", "DiscriminatorCheckpointCallback", "BatchRecordingCollator", "TrainingProgressCallback",
+           "use_single_progress_bar"]
 
 
 class TrainLogCallback(TrainerCallback):
@@ -136,3 +139,60 @@ class BatchRecordingCollator(PairCollator):
                 fh.write(json.dumps(rec) + "\n")
         return super().__call__(features)
 
+
+
+class TrainingProgressCallback(TrainerCallback):
+    """One tqdm bar over the optimizer steps, the latest loss in its postfix (main process only).
+
+    transformers prints every log as a dict (``{'loss': ..., 'grad_norm': ...}``): with
+    ``PrinterCallback`` when ``disable_tqdm`` is set, under its bar with ``ProgressCallback``,
+    and as an HTML table with ``NotebookProgressCallback`` in notebooks. Every step is already in
+    ``train_log.jsonl`` (:class:`TrainLogCallback`), so the screen shows one bar instead;
+    ``tqdm.auto`` draws it as a widget in JupyterLab and Colab, as text elsewhere.
+    """
+
+    def __init__(self, description: str = "training") -> None:
+        self.description = description
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.description, unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def use_single_progress_bar(trainer, show_progress: bool = True, description: str = "training") -> None:
+    """Replace the trainer's printing and progress callbacks by one :class:`TrainingProgressCallback`.
+
+    Args:
+        trainer: a (sentence-transformers) ``Trainer``, modified in place.
+        show_progress: False leaves no progress output at all.
+        description: the bar's label.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    printing = [PrinterCallback, ProgressCallback]
+    try:
+        from transformers.utils.notebook import NotebookProgressCallback
+
+        printing.append(NotebookProgressCallback)
+    except ImportError:  # pragma: no cover - transformers without notebook support
+        pass
+    for callback in printing:
+        trainer.remove_callback(callback)
+    if show_progress:
+        trainer.add_callback(TrainingProgressCallback(description))

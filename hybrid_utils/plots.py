@@ -2,22 +2,41 @@
 
 Every function draws on a matplotlib ``Axes`` (made for you when not given) and
 returns it, so notebooks can compose them; ``save_study_figures`` writes the set
-of PNGs that ``reproduce`` commits.
+of PNGs that ``reproduce`` commits. One style for all of them: :func:`set_style`
+(seaborn's theme, called by :func:`hybrid_utils.notebook.setup`), and one colour per
+method (:data:`METHOD_COLORS`). Heatmaps, per-language bars (with the spread over
+training seeds) and distributions are drawn with seaborn.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
-from .results import load_results
+from .results import load_seed_results
 
 METHOD_ORDER = ["zero-shot", "monolingual", "cross-lingual", "hybrid", "adversarial", "hybrid-adversarial"]
 METHOD_COLORS = {"zero-shot": "#7f7f7f", "monolingual": "#1f77b4", "cross-lingual": "#ff7f0e",
                  "hybrid": "#2ca02c", "adversarial": "#d62728", "hybrid-adversarial": "#9467bd"}
+
+
+def set_style() -> None:
+    """The book's figure style: seaborn's ``whitegrid`` theme, no top/right spines, the method colours first."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9,
+                  palette=[METHOD_COLORS[m] for m in METHOD_ORDER],
+                  rc={"figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False,
+                      "grid.alpha": 0.4, "legend.frameon": False})
+
+
+def _seeds(value) -> list[dict]:
+    """One evaluation result or a list of them (one per training seed) as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _axes(ax, figsize=(5, 4)):
@@ -34,24 +53,18 @@ def _ordered(methods) -> list[str]:
 def plot_matrix(matrix: pd.DataFrame, ax=None, title: str = "", fmt: str = "{:.2f}", cmap: str = "viridis",
                 xlabel: str = "candidate language (Y)", ylabel: str = "question language (X)",
                 vmin=None, vmax=None):
-    """A labelled heatmap of a square-ish DataFrame (rows X, columns Y), values written in the cells."""
+    """A labelled heatmap of a square-ish DataFrame (rows X, columns Y), values written in the cells (seaborn)."""
     ax = _axes(ax, figsize=(0.55 * matrix.shape[1] + 2, 0.5 * matrix.shape[0] + 1.5))
-    values = matrix.to_numpy(dtype=float)
-    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.set_xticks(range(matrix.shape[1]), matrix.columns)
-    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    values = matrix.astype(float)
+    annotate = values.size <= 150  # beyond that the numbers no longer fit their cells
+    labels = values.map(lambda v: fmt.format(v) if np.isfinite(v) else "") if annotate else False
+    sns.heatmap(values, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, annot=labels, fmt="", square=False,
+                annot_kws={"fontsize": 7}, cbar_kws={"fraction": 0.046, "pad": 0.04})
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.tick_params(axis="y", rotation=0)
     if title:
         ax.set_title(title)
-    if matrix.size <= 150:
-        for (i, j), value in np.ndenumerate(values):
-            if np.isfinite(value):
-                red, green, blue, _ = image.cmap(image.norm(value))
-                light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5  # text contrasts with its cell
-                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7,
-                        color="black" if light else "white")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return ax
 
 
@@ -103,40 +116,62 @@ def plot_setting_bars(summary: pd.DataFrame, ax=None, title: str = ""):
     return ax
 
 
+def rank_distance_frame(results: dict) -> pd.DataFrame:
+    """Long table of per-question rank distances: ``method, seed, language, rank_distance`` (all seeds given)."""
+    rows = []
+    for method, value in results.items():
+        for result in _seeds(value):
+            for language, distances in result["rank_distances"].items():
+                rows += [(method, result.get("seed"), language, float(d)) for d in distances]
+    return pd.DataFrame(rows, columns=["method", "seed", "language", "rank_distance"])
+
+
 def plot_rank_distances(results: dict, ax=None, title: str = ""):
-    """Distribution of the per-question rank distance (language bias) for each method."""
+    """Distribution of the per-question rank distance (language bias) for each method (seaborn boxes).
+
+    ``results``: ``{method: result}`` or ``{method: [result per seed]}`` (the seeds are pooled).
+    """
     ax = _axes(ax, figsize=(7, 3.5))
     methods = _ordered(results)
-    data = [np.concatenate([np.asarray(v, dtype=float) for v in results[m]["rank_distances"].values()])
-            for m in methods]
-    parts = ax.boxplot(data, showfliers=False, patch_artist=True)
-    for patch, method in zip(parts["boxes"], methods):
-        patch.set_facecolor(METHOD_COLORS.get(method, "white"))
-        patch.set_alpha(0.7)
-    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20)
+    frame = rank_distance_frame(results)
+    with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated ``vert``: not ours to fix
+        warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+        sns.boxplot(frame, x="method", y="rank_distance", hue="method", order=methods, hue_order=methods,
+                    palette=METHOD_COLORS, showfliers=False, boxprops={"alpha": 0.8}, legend=False, ax=ax)
+    ax.tick_params(axis="x", rotation=20)
+    ax.set_xlabel("")
     ax.set_ylabel("rank distance (max − min rank)")
     ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
     return ax
+
+
+def per_language_frame(results: dict, key: str = "multilingual_map_by_language") -> pd.DataFrame:
+    """Long table ``method, seed, language, value`` of a per-language field of each result (all seeds given)."""
+    rows = [(method, result.get("seed"), language, float(value))
+            for method, value_or_list in results.items() for result in _seeds(value_or_list)
+            for language, value in result[key].items()]
+    return pd.DataFrame(rows, columns=["method", "seed", "language", "value"])
 
 
 def plot_per_language(results: dict, key: str = "multilingual_map_by_language", ax=None, title: str = "",
                       ylabel: str = "multilingual mAP"):
-    """Bars per question language for each method (e.g. multilingual mAP or rank distance)."""
+    """Bars per question language for each method (e.g. multilingual mAP or rank distance).
+
+    ``results``: ``{method: result}``, or ``{method: [result per seed]}`` (``load_seed_results``): the bars are
+    then seed means with ± 1 sd error bars over the training seeds.
+    """
     ax = _axes(ax, figsize=(8, 3.5))
     methods = _ordered(results)
-    languages = list(next(iter(results.values()))[key])
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
-        xs = np.arange(len(languages)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(xs, [results[method][key].get(lang, np.nan) for lang in languages], width, label=method,
-               color=METHOD_COLORS.get(method))
-    ax.set_xticks(range(len(languages)), languages)
+    frame = per_language_frame(results, key)
+    languages = list(dict.fromkeys(frame["language"]))
+    several_seeds = frame.groupby(["method", "language"]).size().max() > 1
+    sns.barplot(frame, x="language", y="value", hue="method", order=languages, hue_order=methods,
+                palette=METHOD_COLORS, errorbar="sd" if several_seeds else None, capsize=0.1,
+                err_kws={"linewidth": 1}, ax=ax)
     ax.set_xlabel("question language")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.set_title(title, pad=22)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title + (" (bars: seed mean ± sd)" if several_seeds and title else ""), pad=22)
     return ax
 
 
@@ -237,10 +272,11 @@ def save_study_figures(results_dir: Path, summary: pd.DataFrame) -> list[Path]:
     figures_dir = results_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    all_results = load_results(results_dir)
+    seed_results = load_seed_results(results_dir)
     for (model, eval_on), part in summary.groupby(["model", "eval_on"], sort=False):
-        results = {method: all_results[(model, method, eval_on)] for method in part["method"]
-                   if (model, method, eval_on) in all_results}
+        by_seed = {method: seed_results[(model, method, eval_on)] for method in part["method"]
+                   if (model, method, eval_on) in seed_results}
+        results = {method: values[0] for method, values in by_seed.items()}  # the lowest seed's heatmaps
         prefix = f"{model}_{eval_on}"
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         plot_setting_bars(part, ax=axes[0], title=f"{model} on {eval_on}: mAP per setting")
@@ -248,7 +284,7 @@ def save_study_figures(results_dir: Path, summary: pd.DataFrame) -> list[Path]:
         written.append(_save(fig, figures_dir / f"{prefix}_overview.png"))
         fig, axes = plt.subplots(1, 2, figsize=(13, 4))
         plot_rank_distances(results, ax=axes[0], title=f"language bias on {eval_on}")
-        plot_per_language(results, ax=axes[1], title=f"multilingual mAP per question language ({eval_on})")
+        plot_per_language(by_seed, ax=axes[1], title=f"multilingual mAP per question language ({eval_on})")
         written.append(_save(fig, figures_dir / f"{prefix}_bias_and_languages.png"))
         methods = _ordered(results)
         fig, axes = plt.subplots(2, (len(methods) + 1) // 2, figsize=(6 * ((len(methods) + 1) // 2), 10))

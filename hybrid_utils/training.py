@@ -75,7 +75,9 @@ from typing import Any, Sequence
 from torch import nn
 
 # Everything that moved out of this module is re-exported: ``from hybrid_utils.training import X`` keeps working.
-from .callbacks import BatchRecordingCollator, DiscriminatorCheckpointCallback, TrainLogCallback
+from .callbacks import (
+    BatchRecordingCollator, DiscriminatorCheckpointCallback, TrainLogCallback, use_single_progress_bar,
+)
 from .cli_train import add_train_arguments, config_from_args, run_train_command
 from .cli_train import main as _cli_main
 from .config import (
@@ -213,7 +215,7 @@ class TrainingRun:
 
 
 def _trainer_class():
-    """SentenceTransformerTrainer whose checkpoint reload tolerates a re-created BERT pooler.
+    """SentenceTransformerTrainer whose checkpoint reload tolerates a re-created BERT pooler (and draws no model-card bar).
 
     A BERT saved without pooler (like the bundled model) is re-created *with* a freshly
     initialised pooler when a checkpoint folder is loaded, and sentence-transformers'
@@ -224,6 +226,22 @@ def _trainer_class():
     from sentence_transformers import SentenceTransformerTrainer
 
     class HybridTrainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict):
+            # The model-card callback samples Hub "widget examples" under a tqdm bar ("Computing widget examples")
+            # each time a trainer is built; the examples still go into the card, only the bar stays off screen.
+            try:
+                from sentence_transformers.base import model_card
+            except ImportError:  # another sentence-transformers layout: keep its bar
+                return super().add_model_card_callback(default_args_dict)
+            bar = getattr(model_card, "tqdm", None)
+            if bar is None:
+                return super().add_model_card_callback(default_args_dict)
+            model_card.tqdm = partial(bar, disable=True)
+            try:
+                return super().add_model_card_callback(default_args_dict)
+            finally:
+                model_card.tqdm = bar
+
         def _load_from_checkpoint(self, checkpoint_path, model=None):
             target = getattr(self.model, "_orig_mod", self.model)
             try:
@@ -343,6 +361,8 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                          data_collator=collator, callbacks=callbacks)
     log_callback.trainer = trainer  # reads the learning rates from the optimizer's parameter groups
+    # every step is in train_log.jsonl: the screen gets one bar, not a printed dict per step
+    use_single_progress_bar(trainer, show_progress=config.show_progress, description=f"training {config.method}")
     return TrainingRun(config=config, trainer=trainer, model=model, loss=loss, pairs=pairs, heldout_pairs=heldout,
                        info=info, log_callback=log_callback, original_max_seq_length=original_max,
                        checkpoint_dir=checkpoint_dir, sampler_factory=sampler_factory, prefix_cache=prefix_cache)
