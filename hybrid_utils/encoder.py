@@ -865,7 +865,10 @@ def native_bf16(device="cpu") -> bool:
 
 
 def inference_precision(precision: str, device="cpu"):
-    """A context manager: bf16 autocast for ``"bf16"`` (or ``"auto"`` on native-bf16 hardware), else nothing."""
+    """A context manager: bf16 autocast for ``"bf16"`` (or ``"auto"`` on native-bf16 hardware), else nothing.
+
+    ``"auto"`` on a CUDA GPU without bf16 (e.g. a T4) gives fp16 autocast: its tensor cores run fp16 only.
+    """
     import contextlib
 
     import torch
@@ -874,5 +877,7 @@ def inference_precision(precision: str, device="cpu"):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     if not use_bf16:
+        if precision == "auto" and str(device).startswith("cuda") and torch.cuda.is_available():
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)

@@ -52,6 +52,8 @@ class Profile:
     learning_rate: float = 1e-4
     scale: float = 50.0
     alpha: float = 0.5
+    # how a batch's language (pair) is drawn: "size" (by number of pairs) or "uniform" (hybrid_utils.samplers)
+    language_weights: str = "size"
     trainable: str = "cpu-default"
     num_trainable_layers: int = 2
     max_seq_length: int = 64

@@ -164,6 +164,7 @@ def train_config(profile: Profile, method: str, train_on: str, model: str | None
     seed = profile.seeds[0] if seed is None else int(seed)
     settings = dict(method=method, train_on=train_on, model=model, seed=seed, lambda_max=profile.lambda_max,
                     output_dir=str(run_dir(profile, model, method, train_on, seed)), alpha=profile.alpha,
+                    language_weights=profile.language_weights,
                     batch_size=profile.batch_size, trainable=profile.trainable,
                     max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
                     **profile.training_defaults(train_on),
@@ -194,7 +195,7 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
     return Path(train(config, log=log))
 
 
-_RUN_DEFINING = ("method", "train_on", "model", "alpha", "batch_size", "steps", "learning_rate", "scale", "trainable",
+_RUN_DEFINING = ("method", "train_on", "model", "alpha", "language_weights", "batch_size", "steps", "learning_rate", "scale", "trainable",
                  "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule",
                  "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start")
 
