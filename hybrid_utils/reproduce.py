@@ -233,7 +233,7 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
-              train_sets=None, log=print) -> pd.DataFrame:
+              train_sets=None, log=print, max_hours: float | None = None) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
@@ -247,6 +247,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             the lambda sweep runs with the protocol of ``profile.sweep_train_on``. The tables
             then cover the protocols run so far; a last run without ``train_sets`` tabulates all.
         log: where progress lines go.
+        max_hours: a time budget (default: ``profile.max_hours``); with one, the time of the plan is
+            estimated from measured steps before training and the call stops with
+            :class:`hybrid_utils.plan.BudgetExceededError` when over budget (:func:`hybrid_utils.plan.check_budget`).
     """
     from .config import METHODS
 
@@ -259,6 +262,8 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     protocols = [(t, e) for t, e in profile.protocols if not train_sets or t in train_sets]
     if not protocols:
         raise ValueError(f"no protocol trains on {list(train_sets)}: choose from {[t for t, _ in profile.protocols]}")
+    from .plan import check_budget
+    check_budget(profile, methods, models, study, train_sets, max_hours, log)  # may stop here, before any training
     started = time.time()
     timer = StageTimer()
     evaluate = Evaluator(profile, log)
