@@ -735,6 +735,7 @@ def load_encoder(
 
     if max_seq_length is not None:
         model.max_seq_length = int(max_seq_length)
+    _ensure_retrieval_prompts(model)
     model.eval()
     if quantize_int8:
         import torch
@@ -753,6 +754,19 @@ def load_encoder(
                 transformer.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
             )
     return model
+
+
+def _ensure_retrieval_prompts(model) -> None:
+    """Give a model without them the ``"query"`` and ``"passage"`` prompts the package encodes with.
+
+    A hub model without prompts of its own (e.g. ``xlm-roberta-base``) gets Sentence
+    Transformers' empty ``"query"`` / ``"document"`` prompts (or none): ``"passage"`` then becomes
+    the ``"document"`` prompt, or no prompt at all, so evaluation and training treat it like E5.
+    """
+    prompts = model.prompts if model.prompts is not None else {}
+    prompts.setdefault("query", "")
+    prompts.setdefault("passage", prompts.get("document", ""))
+    model.prompts = prompts
 
 
 # --------------------------------------------------------------------------------------

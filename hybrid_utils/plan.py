@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import statistics
@@ -231,9 +232,15 @@ def _target_device(profile: Profile) -> Device:
 
 
 def _evaluation_texts(profile: Profile, eval_on: str) -> int:
+    """Questions + candidates an evaluation of ``eval_on`` encodes with the profile's languages and limit."""
+    return _count_texts(eval_on, profile.eval_languages, profile.limit_questions)
+
+
+@functools.lru_cache(maxsize=None)
+def _count_texts(eval_on: str, languages, limit_questions) -> int:
     from .data import load_lareqa
 
-    data = load_lareqa(eval_on, languages=profile.eval_languages, limit_questions=profile.limit_questions)
+    data = load_lareqa(eval_on, languages=languages, limit_questions=limit_questions)
     return len(data.questions) + len(data.candidates)
 
 
