@@ -294,8 +294,10 @@ def _measure_steps(profile: Profile, model: str, method: str, train_on: str, ste
         with run.attached():
             run.trainer.train()
         elapsed = load_train_log(folder)["elapsed_s"].tolist()
+        del run
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        _free_memory()  # the measured model and optimizer must not stay on the GPU next to the real runs
     # the first steps pay for warm-up (allocator, kernels, caches): time the later ones
     deltas = [b - a for a, b in zip(elapsed, elapsed[1:])][1:] or [elapsed[-1] / max(len(elapsed), 1)]
     step = statistics.median(deltas)
@@ -316,7 +318,20 @@ def _measure_evaluation(profile: Profile, model: str, eval_on: str, sample: int)
     start = time.perf_counter()
     encode_texts(encoder, questions, "query", 64, False)
     encode_texts(encoder, sentences, "passage", 64, False)
-    return (time.perf_counter() - start) / (len(questions) + len(sentences))
+    seconds = (time.perf_counter() - start) / (len(questions) + len(sentences))
+    del encoder
+    _free_memory()
+    return seconds
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def measure_seconds(plan: StudyPlan, steps: int = 6, sample: int = 256, log=print) -> Estimate:
