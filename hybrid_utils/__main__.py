@@ -183,8 +183,17 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
         description="Train every method on both zero-shot protocols (MLQA-R -> XQuAD-R, XQuAD-R -> MLQA-R), "
                     "evaluate on the full pools, write summary.csv, summary.md, the JSON of every evaluation "
                     "and the figures. Finished runs and evaluations are skipped, so it can be resumed.")
-    parser.add_argument("--profile", default=None, choices=["smoke", "cpu", "gpu"],
-                        help="run profile (default: $HYBRID_PROFILE, else gpu if a GPU is present, else cpu)")
+    from hybrid_utils.profiles import PROFILES
+
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="run profile (default: $HYBRID_PROFILE, else gpu if a GPU is present, else cpu); "
+                             "gpu-paper is the paper's full setting")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (models, runs, steps) and an estimate from assumed device speeds, "
+                             "then exit without loading a model or training")
+    parser.add_argument("--max-hours", type=float, default=None, metavar="H",
+                        help="time budget: estimate from measured first steps and stop before training when over "
+                             "it (default: the profile's, 1.5 for gpu; 'inf' for none)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="only these methods")
     parser.add_argument("--models", nargs="+", default=None, metavar="MODEL", help="only these models")
     parser.add_argument("--steps", type=_positive_int, default=None, help="override the profile's training steps")
@@ -214,8 +223,12 @@ def run_reproduce(args: argparse.Namespace) -> int:
                                                ("runs_dir", args.runs_dir)) if value is not None}
     try:
         profile = get_profile(args.profile, **overrides)
+        if args.dry_run:
+            from hybrid_utils.plan import dry_run
+            dry_run(profile, methods=args.methods, models=args.models, study=args.study, train_sets=args.train_sets)
+            return 0
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
-                  train_sets=args.train_sets, refresh=tuple(args.refresh))
+                  train_sets=args.train_sets, refresh=tuple(args.refresh), max_hours=args.max_hours)
         if args.notebooks:
             execute_notebooks(profile, study=args.study, train_sets=args.train_sets)
     except (ValueError, OSError) as err:

@@ -36,6 +36,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--output", "--output-dir", dest="output_dir", default=None,
                         help="run folder (default runs/<method>-<train-on>)")
     parser.add_argument("--alpha", type=float, default=d.alpha, help="P(monolingual batch) for hybrid (default %(default)s)")
+    parser.add_argument("--language-weights", choices=["size", "uniform"], default=d.language_weights,
+                        help="a batch's language (pair) drawn in proportion to its pairs (size) or uniformly "
+                             "(default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per batch and process (default %(default)s)")
     tuned = "; ".join(f"{name}: {_defaults_text(name)}" for name in ("mlqa-r", "xquad-r"))
     parser.add_argument("--steps", type=int, default=None,
@@ -76,7 +79,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a finished run")
     parser.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                        help="bfloat16 autocast; auto = on for CUDA bf16 GPUs and CPUs with AMX (default %(default)s)")
+                        help="bfloat16 autocast; auto = on for CUDA bf16 GPUs and CPUs with AMX, fp16 on CUDA GPUs "
+                             "without bf16 (e.g. a T4), else fp32; off = fp32 (default %(default)s)")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--record-batches", action="store_true",
@@ -94,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         exclude = None
     return TrainConfig(
         method=args.method, train_on=args.train_on, model=args.model, output_dir=args.output_dir,
-        alpha=args.alpha,
+        alpha=args.alpha, language_weights=getattr(args, "language_weights", d.language_weights),
         batch_size=args.batch_size if not (paper and args.batch_size == d.batch_size) else PAPER_BATCH_SIZE,
         steps=args.steps,
         learning_rate=args.learning_rate if args.learning_rate is not None else (

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .profiles import PROFILES
-from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
+from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler, check_language_weights
 
 __all__ = [
     "METHODS", "ZERO_SHOT", "METHOD_NAMES", "PROTOCOLS", "TRAINABLE", "PAPER_LEARNING_RATE", "PAPER_BATCH_SIZE",
@@ -93,6 +93,9 @@ class TrainConfig:
         model: ``"bundled"`` (offline multilingual-e5-small), a local folder or a Hub name.
         output_dir: run folder (default ``runs/<method>-<train_on>``).
         alpha: probability of a monolingual batch (hybrid methods only).
+        language_weights: how a batch's language (pair) is drawn within its kind: ``"size"``
+            (in proportion to its number of pairs) or ``"uniform"`` (every language, or language
+            pair, equally likely; the paper's method section). See :mod:`hybrid_utils.samplers`.
         batch_size: pairs per batch (per process). The paper uses 100.
         steps: optimizer steps (``max_steps``).
         learning_rate: 1e-4 on CPU (see :mod:`hybrid_utils.training`); the paper's is 3e-5.
@@ -132,7 +135,9 @@ class TrainConfig:
             (start from scratch, deleting old checkpoints and log).
         bf16: bfloat16 autocast (weights and optimizer stay fp32). ``"auto"`` (default): on
             when the device runs bf16 matrix products natively (a CUDA GPU with bf16, or a CPU
-            with AMX tiles, e.g. Xeon Sapphire Rapids), where it makes a step 1.5x faster.
+            with AMX tiles, e.g. Xeon Sapphire Rapids), where it makes a step 1.5x faster; on a
+            CUDA GPU without bf16 (e.g. Colab's T4) ``"auto"`` trains in fp16 mixed precision
+            instead (with loss scaling); elsewhere fp32. ``False``: fp32 everywhere.
         num_threads: ``torch.set_num_threads`` (None: PyTorch's default, one per core).
         device: None (CUDA if available) or ``"cpu"``, ``"cuda"``, ...
         show_progress: tqdm progress bar.
@@ -145,6 +150,7 @@ class TrainConfig:
     model: str = "bundled"
     output_dir: str | None = None
     alpha: float = _CPU.alpha
+    language_weights: str = "size"
     batch_size: int = _CPU.batch_size
     steps: int | None = None
     learning_rate: float | None = None
@@ -190,6 +196,7 @@ class TrainConfig:
             raise ValueError(f"unknown trainable={self.trainable!r}: choose one of {list(TRAINABLE)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_language_weights(self.language_weights)
         if self.steps < 1 and self.method != ZERO_SHOT:
             raise ValueError("steps must be >= 1")
         if self.batch_size < 2:

@@ -735,6 +735,7 @@ def load_encoder(
 
     if max_seq_length is not None:
         model.max_seq_length = int(max_seq_length)
+    _ensure_retrieval_prompts(model)
     model.eval()
     if quantize_int8:
         import torch
@@ -753,6 +754,19 @@ def load_encoder(
                 transformer.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
             )
     return model
+
+
+def _ensure_retrieval_prompts(model) -> None:
+    """Give a model without them the ``"query"`` and ``"passage"`` prompts the package encodes with.
+
+    A hub model without prompts of its own (e.g. ``xlm-roberta-base``) gets Sentence
+    Transformers' empty ``"query"`` / ``"document"`` prompts (or none): ``"passage"`` then becomes
+    the ``"document"`` prompt, or no prompt at all, so evaluation and training treat it like E5.
+    """
+    prompts = model.prompts if model.prompts is not None else {}
+    prompts.setdefault("query", "")
+    prompts.setdefault("passage", prompts.get("document", ""))
+    model.prompts = prompts
 
 
 # --------------------------------------------------------------------------------------
@@ -865,7 +879,10 @@ def native_bf16(device="cpu") -> bool:
 
 
 def inference_precision(precision: str, device="cpu"):
-    """A context manager: bf16 autocast for ``"bf16"`` (or ``"auto"`` on native-bf16 hardware), else nothing."""
+    """A context manager: bf16 autocast for ``"bf16"`` (or ``"auto"`` on native-bf16 hardware), else nothing.
+
+    ``"auto"`` on a CUDA GPU without bf16 (e.g. a T4) gives fp16 autocast: its tensor cores run fp16 only.
+    """
     import contextlib
 
     import torch
@@ -874,5 +891,7 @@ def inference_precision(precision: str, device="cpu"):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     if not use_bf16:
+        if precision == "auto" and str(device).startswith("cuda") and torch.cuda.is_available():
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)

@@ -214,6 +214,7 @@ def train_config(profile: Profile, method: str, train_on: str, model: str | None
     seed = profile.seeds[0] if seed is None else int(seed)
     settings = dict(method=method, train_on=train_on, model=model, seed=seed, lambda_max=profile.lambda_max,
                     output_dir=str(run_dir(profile, model, method, train_on, seed)), alpha=profile.alpha,
+                    language_weights=profile.language_weights,
                     batch_size=profile.batch_size, trainable=profile.trainable,
                     max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
                     **profile.training_defaults(train_on),
@@ -244,7 +245,7 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
     return Path(train(config, log=log))
 
 
-_RUN_DEFINING = ("method", "train_on", "model", "alpha", "batch_size", "steps", "learning_rate", "scale", "trainable",
+_RUN_DEFINING = ("method", "train_on", "model", "alpha", "language_weights", "batch_size", "steps", "learning_rate", "scale", "trainable",
                  "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule",
                  "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start")
 
@@ -282,7 +283,7 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
-              train_sets=None, refresh=(), log=print) -> pd.DataFrame:
+              train_sets=None, refresh=(), log=print, max_hours: float | None = None) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
@@ -298,6 +299,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
         refresh: methods (``zero-shot`` included) whose stored evaluations are redone when they lack
             a metric added since they were written (Recall@k, the centred embeddings); runs are not retrained.
         log: where progress lines go.
+        max_hours: a time budget (default: ``profile.max_hours``); with one, the time of the plan is
+            estimated from measured steps before training and the call stops with
+            :class:`hybrid_utils.plan.BudgetExceededError` when over budget (:func:`hybrid_utils.plan.check_budget`).
     """
     from .config import METHODS
 
@@ -310,6 +314,8 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     protocols = [(t, e) for t, e in profile.protocols if not train_sets or t in train_sets]
     if not protocols:
         raise ValueError(f"no protocol trains on {list(train_sets)}: choose from {[t for t, _ in profile.protocols]}")
+    from .plan import check_budget
+    check_budget(profile, methods, models, study, train_sets, max_hours, log)  # may stop here, before any training
     started = time.time()
     timer = StageTimer()
     evaluate = Evaluator(profile, log)

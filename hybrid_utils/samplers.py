@@ -43,10 +43,15 @@ the hybrid sampler with ``alpha=1`` and ``CrossLingualBatchSampler`` the one wit
    ``drop_last=True``); a new shuffle drops different pairs next epoch.
    ``describe().attrs["dropped_fraction"]`` reports the share of pairs that cannot be
    placed in full batches.
-3. **Size-proportional group draws.** All batches of one kind are put in a random order.
+3. **Group draws.** All batches of one kind are put in a random order.
    This is the same as drawing, at every step, the group with probability proportional to
-   the number of batches it has left, so at every step the chance of group ``g`` is
-   ``batches_g / batches_of_kind`` ~ ``pairs_g / pairs_of_kind`` (its data size); see
+   the number of batches it has left. With ``language_weights="size"`` (default) every group
+   brings all the batches it can fill, so at every step the chance of group ``g`` is
+   ``batches_g / batches_of_kind`` ~ ``pairs_g / pairs_of_kind`` (its data size). With
+   ``language_weights="uniform"`` every group of a kind brings the same number of batches
+   (the smallest group's), so every language (pair) of the kind is equally likely at every
+   step, as in the paper's method section; the larger groups' other batches wait for later
+   epochs (:func:`hybrid_utils.batch_groups.batches_per_epoch`). See
    :meth:`HybridBatchSampler.target_proportions`.
 4. **Batch kinds.** The epoch has ``L = floor(min(M / alpha, C / (1 - alpha)))`` steps for
    ``M`` monolingual and ``C`` cross-lingual batches, i.e. it lasts until the scarcer kind
@@ -120,14 +125,17 @@ try:  # sentence-transformers >= 6
 except ImportError:  # pragma: no cover - sentence-transformers 3.x - 5.x
     from sentence_transformers.data_collator import SentenceTransformerDataCollator
 
+from .batch_groups import (  # noqa: F401 - _codes and the group helpers stay importable from here
+    CROSS_LINGUAL, LANGUAGE_WEIGHTS, MONOLINGUAL, _batches_of_group, _codes, _conflict_components, _Group,
+    batches_per_epoch, check_language_weights,
+)
+
 __all__ = [
-    "MONOLINGUAL", "CROSS_LINGUAL", "REQUIRED_COLUMNS",
+    "MONOLINGUAL", "CROSS_LINGUAL", "REQUIRED_COLUMNS", "LANGUAGE_WEIGHTS",
     "HybridBatchSampler", "MonolingualBatchSampler", "CrossLingualBatchSampler",
     "make_batch_sampler", "composition_matrix", "PairCollator",
 ]
 
-MONOLINGUAL = "monolingual"
-CROSS_LINGUAL = "cross-lingual"
 #: columns the samplers read (all produced by ``hybrid_utils.data.build_training_pairs``)
 REQUIRED_COLUMNS = ("question_id", "question_language", "answer_language", "answer")
 #: read too when present, to keep identical question texts out of one batch
@@ -158,76 +166,14 @@ def _column(table: Any, name: str) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
-def _codes(values: Sequence) -> np.ndarray:
-    """Integer codes of a list of hashable values (equal values, equal codes)."""
-    return pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=False)[0].astype(np.int64)
-
-
-def _conflict_components(group: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
-    """Label of the conflict class of every pair: pairs of one group linked by a shared key value.
-
-    Label propagation over "same group and same key value"; converges in as many rounds as
-    the longest chain of linked pairs (1-2 rounds on LAReQA data).
-    """
-    n = len(group)
-    label = np.arange(n, dtype=np.int64)
-    scoped = [pd.factorize(group * (int(key.max()) + 1) + key)[0] for key in keys]  # (group, value) codes
-    while True:
-        previous = label
-        for code in scoped:
-            smallest = np.full(code.max() + 1, n, dtype=np.int64)
-            np.minimum.at(smallest, code, label)
-            label = smallest[code]
-        if np.array_equal(label, previous):
-            return label
-
-
-def _batches_of_group(class_sizes: np.ndarray, batch_size: int) -> int:
-    """Most full, duplicate-free batches a group can fill: the largest K with sum(min(s, K)) >= K * B."""
-    k = int(class_sizes.sum()) // batch_size
-    while k > 0 and np.minimum(class_sizes, k).sum() < k * batch_size:
-        k -= 1
-    return k
-
-
-@dataclass(eq=False)
-class _Group:
-    question_language: str
-    answer_language: str
-    indices: np.ndarray       # dataset rows of the group
-    classes: np.ndarray       # local conflict-class id of each row (0 .. n_classes - 1)
-    n_classes: int
-    n_batches: int            # full duplicate-free batches per epoch
-    capped: bool              # some conflict class is larger than n_batches
-
-    @property
-    def kind(self) -> str:
-        return MONOLINGUAL if self.question_language == self.answer_language else CROSS_LINGUAL
-
-    @property
-    def name(self) -> str:
-        return f"{self.question_language}-{self.answer_language}"
-
-    def pack(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        """A (n_batches, batch_size) array of dataset rows, no two of one conflict class per row."""
-        k = self.n_batches
-        order = np.lexsort((rng.random(len(self.indices)), rng.random(self.n_classes)[self.classes]))
-        if self.capped:  # keep at most k pairs per class so striping cannot put two in one batch
-            cls = self.classes[order]
-            starts = np.r_[0, np.flatnonzero(cls[1:] != cls[:-1]) + 1]
-            run_start = np.repeat(starts, np.diff(np.r_[starts, len(cls)]))
-            order = order[np.arange(len(cls)) - run_start < k]
-        laid_out = self.indices[order[:k * batch_size]]
-        return laid_out.reshape(batch_size, k).T  # row j = positions j, j + k, j + 2k, ...
-
-
 # --------------------------------------------------------------------------- samplers
 
 class HybridBatchSampler(DefaultBatchSampler):
     """Each batch is monolingual (X == Y) with probability ``alpha``, else cross-lingual (X != Y).
 
     The language X (monolingual) or language pair (X, Y) (cross-lingual) of a batch is drawn
-    in proportion to its number of pairs; every batch is full, holds a single language
+    in proportion to its number of pairs (``language_weights="size"``) or uniformly
+    (``"uniform"``); every batch is full, holds a single language
     (pair) and never two pairs with the same question id, answer text or question text.
     See the module docstring for how an epoch is built.
 
@@ -251,6 +197,10 @@ class HybridBatchSampler(DefaultBatchSampler):
         kind_sampling: ``"stratified"`` (default: a random ``round(alpha * len)`` of the steps
             are monolingual, so each step is monolingual with probability ``alpha`` and the
             epoch realises it exactly) or ``"independent"`` (a Bernoulli draw per step).
+        language_weights: how the language (pair) of a batch is drawn within its kind:
+            ``"size"`` (default: in proportion to its number of pairs) or ``"uniform"`` (every
+            language, or language pair, of the kind equally likely; an epoch then uses as many
+            batches of each group as the smallest group fills).
 
     Example::
 
@@ -269,8 +219,9 @@ class HybridBatchSampler(DefaultBatchSampler):
     def __init__(self, dataset: Any, batch_size: int, drop_last: bool = True,
                  valid_label_columns: list[str] | None = None, generator: torch.Generator | None = None,
                  seed: int = 0, alpha: float | None = None, metadata: Any = None,
-                 kind_sampling: str = "stratified") -> None:
+                 kind_sampling: str = "stratified", language_weights: str = "size") -> None:
         alpha = self._check_alpha(alpha)
+        self.language_weights = check_language_weights(language_weights)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer (pairs per batch), got {batch_size!r}")
         if kind_sampling not in _KIND_SAMPLING:
@@ -375,8 +326,10 @@ class HybridBatchSampler(DefaultBatchSampler):
                 warnings.warn(f"{len(empty)} {kind} group(s) cannot fill a batch of {self.batch_size} pairs and are "
                               f"never sampled: {empty}. Use a smaller batch size to include them.", stacklevel=3)
         self._active = [g for g in self.groups if g.kind in needed and g.n_batches > 0]
-        self.monolingual_batches = sum(g.n_batches for g in self._active if g.kind == MONOLINGUAL)
-        self.cross_lingual_batches = sum(g.n_batches for g in self._active if g.kind == CROSS_LINGUAL)
+        quota = batches_per_epoch(self.groups, self.language_weights)
+        self._quota = {id(g): quota[i] for i, g in enumerate(self.groups)}   # batches per epoch of each group
+        self.monolingual_batches = sum(self._quota[id(g)] for g in self._active if g.kind == MONOLINGUAL)
+        self.cross_lingual_batches = sum(self._quota[id(g)] for g in self._active if g.kind == CROSS_LINGUAL)
 
     @staticmethod
     def _largest_fillable(group: _Group) -> int:
@@ -408,8 +361,9 @@ class HybridBatchSampler(DefaultBatchSampler):
         labels = {MONOLINGUAL: [], CROSS_LINGUAL: []}
         for index, group in enumerate(self.groups):
             if group in self._active:
-                packed[group.kind].append(group.pack(rng, self.batch_size))
-                labels[group.kind].append(np.full(group.n_batches, index))
+                quota = self._quota[id(group)]   # the shuffled packing makes its first rows a random choice
+                packed[group.kind].append(group.pack(rng, self.batch_size)[:quota])
+                labels[group.kind].append(np.full(quota, index))
         queues = {}
         for kind in (MONOLINGUAL, CROSS_LINGUAL):
             if packed[kind]:
@@ -456,22 +410,30 @@ class HybridBatchSampler(DefaultBatchSampler):
     # ------------------------------------------------------------------ reporting
 
     def target_proportions(self) -> pd.DataFrame:
-        """Size-proportional target probability that a batch comes from each language (pair).
+        """Target probability that a batch comes from each language (pair).
 
-        ``target = P(kind) * pairs / pairs_of_kind`` with ``P(monolingual) = alpha``: one row per
-        group with ``kind``, ``question_language``, ``answer_language``, ``pairs``,
-        ``batches_per_epoch`` (full batches the group can fill) and ``target`` (sums to 1).
+        ``language_weights="size"``: ``target = P(kind) * pairs / pairs_of_kind``;
+        ``"uniform"``: ``target = P(kind) / groups_of_kind`` over the groups that fill a batch;
+        ``P(monolingual) = alpha``. One row per group with ``kind``, ``question_language``,
+        ``answer_language``, ``pairs``, ``batches_per_epoch`` (batches the group brings to an
+        epoch) and ``target`` (sums to 1).
         """
         pairs_of_kind = {k: sum(len(g.indices) for g in self.groups if g.kind == k)
                          for k in (MONOLINGUAL, CROSS_LINGUAL)}
         p_kind = {MONOLINGUAL: self.alpha, CROSS_LINGUAL: 1.0 - self.alpha}
+        groups_of_kind = {k: sum(1 for g in self._active if g.kind == k) for k in (MONOLINGUAL, CROSS_LINGUAL)}
         rows = []
         for g in self.groups:
             active = g in self._active
+            if not p_kind[g.kind]:
+                target = 0.0
+            elif self.language_weights == "uniform":
+                target = p_kind[g.kind] / groups_of_kind[g.kind] if active else 0.0
+            else:
+                target = p_kind[g.kind] * len(g.indices) / pairs_of_kind[g.kind]
             rows.append({"kind": g.kind, "question_language": g.question_language,
                          "answer_language": g.answer_language, "pairs": len(g.indices),
-                         "batches_per_epoch": g.n_batches if active else 0,
-                         "target": p_kind[g.kind] * len(g.indices) / pairs_of_kind[g.kind] if p_kind[g.kind] else 0.0})
+                         "batches_per_epoch": self._quota[id(g)] if active else 0, "target": target})
         return pd.DataFrame(rows)
 
     def describe(self, epoch: int | None = None) -> pd.DataFrame:
@@ -501,6 +463,7 @@ class HybridBatchSampler(DefaultBatchSampler):
         used = len(groups) * self.batch_size
         frame.attrs.update({
             "epoch": epoch, "seed": self.seed, "alpha": self.alpha, "batch_size": self.batch_size,
+            "language_weights": self.language_weights,
             "n_pairs": self.n_pairs, "pairs_used": used,
             "monolingual_fraction": float(np.mean(plan["monolingual"])) if len(groups) else float("nan"),
             "dropped_fraction": (pairs_of_sampled - placeable) / pairs_of_sampled if pairs_of_sampled else 0.0,
@@ -510,6 +473,7 @@ class HybridBatchSampler(DefaultBatchSampler):
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(alpha={self.alpha:g}, batch_size={self.batch_size}, pairs={self.n_pairs}, "
+                f"language_weights={self.language_weights!r}, "
                 f"batches_per_epoch={len(self)} [monolingual available {self.monolingual_batches}, "
                 f"cross-lingual available {self.cross_lingual_batches}], seed={self.seed}, epoch={self.epoch})")
 
@@ -550,13 +514,15 @@ def make_batch_sampler(strategy: str, alpha: float | None = None, **kwargs: Any)
     Args:
         strategy: ``"monolingual"``, ``"cross-lingual"`` or ``"hybrid"``.
         alpha: probability of a monolingual batch; required for ``"hybrid"`` only.
-        **kwargs: passed on to the sampler (``metadata``, ``kind_sampling``).
+        **kwargs: passed on to the sampler (``metadata``, ``kind_sampling``, ``language_weights``).
 
     Example::
 
         >>> args = SentenceTransformerTrainingArguments(
         ...     output_dir="out", batch_sampler=make_batch_sampler("hybrid", alpha=0.5))
     """
+    if "language_weights" in kwargs:  # fail now, not when training starts
+        check_language_weights(kwargs["language_weights"])
     cls = _STRATEGIES.get(str(strategy).lower())
     if cls is None:
         raise ValueError(f"unknown batch strategy {strategy!r}: use 'monolingual', 'cross-lingual' or 'hybrid'")

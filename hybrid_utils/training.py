@@ -39,7 +39,8 @@ few hundred steps, so by default
   training). The saved model keeps the model's own limit (512) for evaluation;
 * bfloat16 autocast where the hardware multiplies bf16 natively (``bf16="auto"``: CUDA
   GPUs with bf16, CPUs with AMX such as Xeon Sapphire Rapids): about 1.5x less CPU time per
-  step than fp32. Weights and Adam state stay fp32. Elsewhere (AVX2 laptops, Colab's CPU) fp32.
+  step than fp32. Weights and Adam state stay fp32. On a CUDA GPU without bf16 (Colab's T4)
+  fp16 mixed precision with loss scaling instead. Elsewhere (AVX2 laptops, Colab's CPU) fp32.
 
 Everything is one flag away: ``trainable="full"`` / ``"no-embeddings"``, any learning
 rate, sequence length or number of layers. A GPU is used automatically when present.
@@ -310,7 +311,7 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
             "label", language_label_column(pairs["question_language"], pairs["answer_language"], languages))
         info["adversarial_languages"] = languages
 
-    sampler_kwargs = dict(spec.sampler_kwargs)
+    sampler_kwargs = dict(spec.sampler_kwargs, language_weights=config.language_weights)
     if spec.sampler is HybridBatchSampler:
         sampler_kwargs["alpha"] = config.alpha
     sampler_factory = partial(spec.sampler, **sampler_kwargs)
@@ -341,6 +342,7 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
         batch_sampler=sampler_factory,
         prompts=_training_prompts(model) or None,
         bf16=_resolve_bf16(config.bf16, use_cuda),
+        fp16=_resolve_fp16(config.bf16, use_cuda),
         use_cpu=not use_cuda,
         ddp_find_unused_parameters=False,
         learning_rate_mapping=learning_rate_mapping,
@@ -447,6 +449,13 @@ def _resolve_bf16(setting, use_cuda: bool) -> bool:
 
 
 
+def _resolve_fp16(setting, use_cuda: bool) -> bool:
+    """fp16 mixed precision for ``bf16="auto"`` on a CUDA GPU without bf16 (e.g. a T4); never on CPU."""
+    import torch
+
+    return setting == "auto" and use_cuda and not torch.cuda.is_bf16_supported()
+
+
 def _save_zero_shot(config: TrainConfig, log=print) -> Path:
     from .encoder import load_encoder
 
@@ -542,6 +551,7 @@ def train(config: TrainConfig | None = None, log=print, model=None, **overrides)
             "device": str(run.model.device),
             "torch_threads": torch.get_num_threads(),
             "bf16": bool(run.trainer.args.bf16),
+            "fp16": bool(run.trainer.args.fp16),
             "prefix_cache": run.prefix_cache.stats if run.prefix_cache is not None else None,
         }
         info = {k: v for k, v in run.info.items() if k != "heldout_question_ids"}
