@@ -155,6 +155,24 @@ def _load(task) -> None:
 
 
 # --------------------------------------------------------------------------- running and tabulating
+class _datasets_progress:
+    """Show or hide the ``datasets`` progress bars for a block, then restore the previous setting."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+
+    def __enter__(self):
+        import datasets
+
+        self.before = datasets.is_progress_bar_enabled()
+        (datasets.enable_progress_bars if self.show else datasets.disable_progress_bars)()
+
+    def __exit__(self, *exc):
+        import datasets
+
+        (datasets.enable_progress_bars if self.before else datasets.disable_progress_bars)()
+
+
 def _rows(model_label: str, model_result) -> list[dict[str, Any]]:
     rows = []
     for task_result in model_result.task_results:
@@ -208,8 +226,10 @@ def benchmark(model_name_or_path: str = "bundled", tasks: Sequence[str] | None =
 
         model = load_encoder(model_name_or_path)
     label = str(model_name_or_path)
-    result = mteb.evaluate(mteb_model(model, label), task_objects, cache=None, show_progress_bar=show_progress_bar,
-                           encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
+    with _datasets_progress(show_progress_bar):  # mteb's corpus preprocessing bars, in notebooks too
+        result = mteb.evaluate(mteb_model(model, label), task_objects, cache=None,
+                               show_progress_bar=show_progress_bar,
+                               encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
     rows = _rows(label, result)
     out: dict[str, Any] = {"model": label, "tasks": [t.metadata.name for t in task_objects], "rows": rows,
                            "metrics": list(METRICS), "mteb_version": mteb.__version__}
