@@ -29,12 +29,12 @@ take over an hour there; give it ``--threads`` (faiss builds in parallel) or a s
 Measured on that machine (1 thread, ``nice -n 19`` beside a training job; ``--synthetic-size 200000
 --pool-limit 3000 --queries 1000 --ef-search 64 128``):
 
-=====================================  =============  ==============  ===============================
-corpus                                 exact q/s      HNSW q/s        HNSW recall@10 (efSearch 64/128)
-=====================================  =============  ==============  ===============================
-XQuAD-R pool, 3,000 of 13,014 sentences  17,534       6,539 / 3,513   0.996 / 0.999
-synthetic, 200,000 x 384, 1,000 clusters    289       1,232 / 636     1.000 / 1.000
-=====================================  =============  ==============  ===============================
+=========================================  =========  ===============  ================================
+corpus                                     exact q/s  HNSW q/s         HNSW recall@10 (efSearch 64/128)
+=========================================  =========  ===============  ================================
+XQuAD-R pool, 3,000 of 13,014 sentences    17,534     6,539 / 3,513    0.996 / 0.999
+synthetic, 200,000 x 384, 1,000 clusters   289        1,232 / 636      1.000 / 1.000
+=========================================  =========  ===============  ================================
 
 Exact search wins on small pools; HNSW pays off as the corpus grows (4x faster at 200k, and exact
 search slows linearly with size). On vectors uniform on the sphere (``--clusters 0``, 50,000 vectors,
