@@ -22,9 +22,10 @@ Usage::
     python benchmarks/search.py --skip-pool --ef-search 64 128 256   # the recall / speed trade-off
 
 Encoding the full pool (13,014 sentences) takes minutes on a CPU; ``--pool-limit`` samples fewer.
-Building the HNSW graph is the slow part of the synthetic run: about linear in the corpus size, and
-on one thread of a shared 2-core machine (under ``nice``) 200,000 vectors took 983 s, so 1M vectors
-take over an hour there; give it ``--threads`` (faiss builds in parallel) or a smaller ``--synthetic-size``.
+Building the HNSW graph is the slow part of the synthetic run: on one thread of a shared 2-core
+machine (under ``nice``) 200,000 vectors took 983 s, and the build grows at least linearly with the
+corpus, so 1M vectors take at least five times that there (not measured); give it ``--threads``
+(faiss builds in parallel) or a smaller ``--synthetic-size``.
 
 Measured on that machine (1 thread, ``nice -n 19`` beside a training job; ``--synthetic-size 200000
 --pool-limit 3000 --queries 1000 --ef-search 64 128``):
