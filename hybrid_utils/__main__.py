@@ -10,6 +10,10 @@ Commands:
 * ``evaluate``: LAReQA evaluation (mono-, cross-, multilingual mAP and language bias) of
   an encoder on XQuAD-R, MLQA-R or a folder of LAReQA files; prints a summary and
   optionally writes the full result as JSON.
+* ``export-beir``: one language of XQuAD-R or MLQA-R in the BEIR layout (``corpus.jsonl``,
+  ``queries.jsonl``, ``qrels/test.tsv``).
+* ``benchmark``: monolingual retrieval through mteb (BEIR, NQ, MIRACL hub tasks, or a local
+  BEIR folder): nDCG@10, Recall@100, Recall@10, MRR@10 per task and language, as JSON and CSV.
 
 Examples::
 
@@ -17,6 +21,8 @@ Examples::
     python -m hybrid_utils train --method hybrid --train-on mlqa-r --output runs/hybrid-mlqa-r
     python -m hybrid_utils evaluate --model runs/hybrid-mlqa-r --dataset xquad-r \\
         --output results/hybrid-xquad-r.json
+    python -m hybrid_utils export-beir xquad-r --language en --output beir/xquad-r-en
+    python -m hybrid_utils benchmark --model bundled --beir-folder beir/xquad-r-en --output results/benchmarks/zero-shot.json
 
 Each command is one ``add_<command>_parser`` function registering its options and a
 ``run_<command>(args) -> int`` handler. Expected failures (unknown data set or
@@ -287,6 +293,83 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# export-beir
+# --------------------------------------------------------------------------------------
+def add_export_beir_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``export-beir`` command."""
+    parser = subparsers.add_parser(
+        "export-beir", help="write one language of XQuAD-R / MLQA-R in the BEIR layout (for mteb and other IR tools)",
+        description="Write the questions of one language as queries.jsonl, that language's candidate sentences as "
+                    "corpus.jsonl and each question's answer sentence as qrels/test.tsv (monolingual retrieval).")
+    parser.add_argument("dataset", help="xquad-r, mlqa-r or a folder of LAReQA-format <language>.json files")
+    parser.add_argument("--language", required=True, help="language of queries and corpus, e.g. en")
+    parser.add_argument("--output", "-o", required=True, help="the folder to write")
+    parser.add_argument("--limit-questions", type=_positive_int, default=None, metavar="N",
+                        help="keep only the first N question ids and their paragraphs (quick runs)")
+    parser.set_defaults(handler=run_export_beir)
+    return parser
+
+
+def run_export_beir(args: argparse.Namespace) -> int:
+    """Handler of ``export-beir``."""
+    from hybrid_utils.beir import export_beir, read_beir
+
+    try:
+        folder = export_beir(args.dataset, args.language, args.output, limit_questions=args.limit_questions)
+        corpus, queries, _ = read_beir(folder)
+    except (ValueError, OSError) as err:
+        raise CLIError(_one_line(err)) from err
+    print(f"wrote {folder}: {len(queries)} queries, {len(corpus)} passages")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# benchmark
+# --------------------------------------------------------------------------------------
+def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``benchmark`` command."""
+    from hybrid_utils.benchmark import CPU_TASKS, HUB_TASKS
+
+    parser = subparsers.add_parser(
+        "benchmark", help="monolingual retrieval through mteb: BEIR, NQ, MIRACL tasks or a local BEIR folder",
+        description="Evaluate a model with mteb's retrieval evaluation; writes nDCG@10, Recall@100, Recall@10 and "
+                    f"MRR@10 per task and language. Hub tasks ({', '.join(HUB_TASKS)}) need internet; on a CPU "
+                    f"pick {', '.join(CPU_TASKS)}. Offline, use --beir-folder with a folder from export-beir.")
+    parser.add_argument("--model", default="bundled", help="'bundled', a run folder or a Hub name (default: bundled)")
+    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                        help="mteb task names (default: all of the above, unless --beir-folder is given)")
+    parser.add_argument("--beir-folder", default=None, help="a local BEIR folder (corpus.jsonl, queries.jsonl, "
+                                                             "qrels/test.tsv), evaluated as one more task")
+    parser.add_argument("--languages", nargs="+", default=None, metavar="LANG",
+                        help="only these subsets of multilingual tasks (MIRACL: en, de, ...)")
+    parser.add_argument("--output", "-o", default=None,
+                        help="write the result as JSON to this file and its rows as CSV next to it")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="encoding batch size (default: 32)")
+    parser.set_defaults(handler=run_benchmark)
+    return parser
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """Handler of ``benchmark``: evaluate, print the table, write JSON and CSV."""
+    from hybrid_utils.benchmark import benchmark, results_frame
+    from hybrid_utils.encoder import ModelUnavailableError
+
+    if args.output and Path(args.output).expanduser().is_dir():
+        raise CLIError(f"--output {args.output} is a folder; give a file name such as {args.output}/benchmark.json")
+    try:
+        result = benchmark(args.model, tasks=args.tasks, beir_folder=args.beir_folder, languages=args.languages,
+                           output=args.output, batch_size=args.batch_size)
+    except ModelUnavailableError as err:
+        raise CLIError(f"could not load model {args.model!r}: {_one_line(err)}") from err
+    except (ValueError, OSError) as err:  # includes HubDataUnavailableError and BEIRFolderError
+        raise CLIError(_one_line(err)) from err
+    print(results_frame(result).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.output:
+        print(f"wrote {args.output} and {Path(args.output).with_suffix('.csv')}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_evaluate_parser(subparsers)
     add_tune_parser(subparsers)
+    add_export_beir_parser(subparsers)
+    add_benchmark_parser(subparsers)
     return parser
 
 
