@@ -506,7 +506,7 @@ def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study
 
 
 NOTEBOOKS = ("01_datasets", "02_hybrid_batches", "03_fine_tuning", "04_adversarial_baseline", "05_evaluation",
-             "07_explore")
+             "06_beyond_lareqa", "07_explore")
 
 
 def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str | Path = "notebooks", log=print,
