@@ -328,6 +328,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                               model_name=model_slug(model), refresh=ZERO_SHOT in refresh)
             timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
             rows += _rows(model, ZERO_SHOT, "-", eval_on, None, result)
+            results.setdefault((ZERO_SHOT, eval_on), []).append(result)  # only compared with its own post-processing
             _add_postprocessed(results, ZERO_SHOT, eval_on, result)
             for method in methods:
                 for seed in seeds:

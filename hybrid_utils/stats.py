@@ -260,7 +260,8 @@ STUDY_COMPARISONS = (("hybrid", "monolingual"), ("hybrid", "cross-lingual"), ("h
 
 def compare_methods(results: Mapping[tuple[str, str], Sequence[Mapping]],
                     comparisons: Sequence[tuple[str, str]] = STUDY_COMPARISONS,
-                    metrics: Mapping[str, tuple[str, int]] = METRICS, **kw) -> pd.DataFrame:
+                    metrics: Mapping[str, tuple[str, int]] = METRICS, untrained: Sequence[str] = ("zero-shot",),
+                    **kw) -> pd.DataFrame:
     """Run :func:`paired_difference` and :func:`judge` for every comparison, evaluation set and metric.
 
     Args:
@@ -268,6 +269,9 @@ def compare_methods(results: Mapping[tuple[str, str], Sequence[Mapping]],
         comparisons: ``(method_a, method_b)`` pairs; a pair is skipped for an ``eval_on``
             where either method has no results.
         metrics: ``{summary metric: (per-question key, direction)}``. Defaults to :data:`METRICS`.
+        untrained: Methods without a training seed. When both sides are one of them or a
+            post-processing of one (``"zero-shot + center"``), their seed spread is 0, not unknown:
+            the same fixed model, so only the questions are a source of noise.
         **kw: Passed to :func:`paired_difference` (``n_resamples``, ``confidence``, ``random_state``).
 
     Returns:
@@ -282,8 +286,11 @@ def compare_methods(results: Mapping[tuple[str, str], Sequence[Mapping]],
             a_results, b_results = results.get((method_a, eval_on)), results.get((method_b, eval_on))
             if not a_results or not b_results:
                 continue
+            fixed = all(m.split(" + ")[0] in untrained for m in (method_a, method_b))
             for metric, (key, direction) in metrics.items():
                 row = paired_difference(a_results, b_results, key, **kw)
+                if fixed:
+                    row.update(a_seed_sd=0.0, b_seed_sd=0.0, seed_spread=0.0)
                 rows.append({"eval_on": eval_on, "metric": metric, "method_a": method_a, "method_b": method_b,
                              **row, "verdict": judge(row, direction)})
     return pd.DataFrame(rows, columns=_COLUMNS)

@@ -170,3 +170,16 @@ def test_bad_input():
         paired_difference([{"mono_map": 0.5}], [fake_result([0.1])], "mono_map")
     with pytest.raises(ValueError, match="direction"):
         judge({"diff": 1, "ci_low": 0.5, "ci_high": 1.5, "seed_spread": 0.1}, 0)
+
+
+def test_an_untrained_model_against_its_own_post_processing_has_no_seed_noise(base):
+    results = {("zero-shot", "x"): [fake_result(base)], ("zero-shot + center", "x"): [fake_result(base + 0.05)],
+               ("hybrid", "x"): [fake_result(base)], ("hybrid + center", "x"): [fake_result(base + 0.05)]}
+    frame = compare_methods(results, comparisons=[("zero-shot + center", "zero-shot"), ("hybrid + center", "hybrid")],
+                            metrics={"multilingual_map": METRICS["multilingual_map"]}, n_resamples=999)
+    verdicts = dict(zip(frame["method_a"], frame["verdict"]))
+    # the fixed model: only the questions are noise, and +0.05 on every question is a real gain
+    assert verdicts["zero-shot + center"] == "a better"
+    assert frame.set_index("method_a").loc["zero-shot + center", "seed_spread"] == 0.0
+    # a trained method with one seed still cannot be called better
+    assert verdicts["hybrid + center"] == "no measurable difference (one seed)"
