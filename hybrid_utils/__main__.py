@@ -197,6 +197,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (models, runs, steps) and an estimate from assumed device speeds, "
                              "then exit without loading a model or training")
+    parser.add_argument("--alpha-sweep", action="store_true",
+                        help="afterwards, the alpha curve: hybrid at the profile's alpha_sweep values and "
+                             "alpha_sweep_seeds on the sweep protocol (results/alpha_sweep.csv and its figure)")
     parser.add_argument("--max-hours", type=float, default=None, metavar="H",
                         help="time budget: estimate from measured first steps and stop before training when over "
                              "it (default: the profile's, 1.5 for gpu; 'inf' for none)")
@@ -235,6 +238,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
             return 0
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
                   train_sets=args.train_sets, refresh=tuple(args.refresh), max_hours=args.max_hours)
+        if args.alpha_sweep:
+            from hybrid_utils.alpha_sweep import run_alpha_sweep
+            run_alpha_sweep(profile)
         if args.notebooks:
             execute_notebooks(profile, study=args.study, train_sets=args.train_sets)
     except (ValueError, OSError) as err:

@@ -28,11 +28,11 @@ from .profiles import Profile, get_profile
 from .reproduce import Evaluator, StageTimer, ensure_run, model_slug, result_path, run_dir
 from .results import result_name
 
-__all__ = ["ALPHA_SWEEP_COLUMNS", "DEFAULT_ALPHAS", "alpha_run", "alpha_sweep", "summarize_alpha_sweep",
+__all__ = ["ALPHA_SWEEP_COLUMNS", "DEFAULT_ALPHAS", "alpha_run", "alpha_sweep", "run_alpha_sweep", "summarize_alpha_sweep",
            "plot_alpha_sweep"]
 
 ALPHA_SWEEP_COLUMNS = ["alpha", "seed", "mono_map", "cross_map", "multilingual_map", "language_bias"]
-DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_ALPHAS = Profile.alpha_sweep  # one source: the profile field of the same name
 #: the study run that *is* the hybrid run at these alphas (identical batches, see the module docstring)
 _SAME_RUN = {0.0: "cross-lingual", 1.0: "monolingual"}
 
@@ -120,6 +120,23 @@ def alpha_sweep(profile: Profile | str | None = None, alphas=DEFAULT_ALPHAS, see
     sweep = pd.DataFrame(rows, columns=ALPHA_SWEEP_COLUMNS)
     Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
     sweep.to_csv(Path(profile.results_dir) / "alpha_sweep.csv", index=False)
+    return sweep
+
+
+def run_alpha_sweep(profile: Profile | str | None = None, log=print) -> pd.DataFrame:
+    """``reproduce --alpha-sweep``: :func:`alpha_sweep` at the profile's ``alpha_sweep`` values and
+    ``alpha_sweep_seeds`` on its sweep protocol, then ``figures/alpha_sweep.png``."""
+    import matplotlib.pyplot as plt
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    sweep = alpha_sweep(profile, alphas=profile.alpha_sweep, seeds=profile.alpha_sweep_seeds,
+                        train_on=profile.sweep_train_on, log=log)
+    ax = plot_alpha_sweep(sweep)
+    figures = Path(profile.results_dir) / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    ax.figure.savefig(figures / "alpha_sweep.png", dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    log(summarize_alpha_sweep(sweep).round(3).to_string(index=False))
     return sweep
 
 

@@ -87,6 +87,10 @@ class Profile:
     lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
     sweep_train_on: str = "mlqa-r"
     sweep_seeds: tuple[int, ...] = (1,)
+    # the alpha sweep (`reproduce --alpha-sweep`): hybrid at these alphas (0 and 1 reuse the cross-lingual and
+    # monolingual runs, the profile's alpha the hybrid one) on the sweep protocol, with these seeds
+    alpha_sweep: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    alpha_sweep_seeds: tuple[int, ...] = (1, 2)
     limit_questions: int | None = None
     eval_languages: tuple[str, ...] | None = None
     int8_eval: bool = False
