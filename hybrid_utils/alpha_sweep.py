@@ -73,7 +73,7 @@ def _check_alpha(alpha) -> float:
 
 def alpha_sweep(profile: Profile | str | None = None, alphas=DEFAULT_ALPHAS, seeds=None, train_on: str = "mlqa-r",
                 model: str | None = None, evaluate: Evaluator | None = None, timer: StageTimer | None = None,
-                log=print) -> pd.DataFrame:
+                log=print, write: bool = True) -> pd.DataFrame:
     """Train (or reuse) the hybrid method at each ``alpha`` and seed, evaluate, write ``alpha_sweep.csv``.
 
     Args:
@@ -85,10 +85,12 @@ def alpha_sweep(profile: Profile | str | None = None, alphas=DEFAULT_ALPHAS, see
         evaluate: an :class:`~hybrid_utils.reproduce.Evaluator` to share (its caches) with a study.
         timer: a :class:`~hybrid_utils.reproduce.StageTimer` to add the sweep's seconds to.
         log: where progress lines go.
+        write: write ``<results_dir>/alpha_sweep.csv`` (False for a part of the sweep, e.g. in an
+            exercise, so that the table of the full sweep is not replaced).
 
     Returns:
         one row per (alpha, seed) with :data:`ALPHA_SWEEP_COLUMNS`, also written to
-        ``<results_dir>/alpha_sweep.csv``.
+        ``<results_dir>/alpha_sweep.csv`` unless ``write`` is False.
     """
     from .config import PROTOCOLS
 
@@ -118,8 +120,9 @@ def alpha_sweep(profile: Profile | str | None = None, alphas=DEFAULT_ALPHAS, see
             rows.append({"alpha": alpha, "seed": int(seed),
                          **{k: result[k] for k in ALPHA_SWEEP_COLUMNS[2:]}})
     sweep = pd.DataFrame(rows, columns=ALPHA_SWEEP_COLUMNS)
-    Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
-    sweep.to_csv(Path(profile.results_dir) / "alpha_sweep.csv", index=False)
+    if write:
+        Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
+        sweep.to_csv(Path(profile.results_dir) / "alpha_sweep.csv", index=False)
     return sweep
 
 
