@@ -197,6 +197,10 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (models, runs, steps) and an estimate from assumed device speeds, "
                              "then exit without loading a model or training")
+    parser.add_argument("--benchmarks", nargs="*", default=None, metavar="TASK",
+                        help="afterwards, zero-shot and every method (first seed) through mteb retrieval tasks "
+                             "(default: SciFact NFCorpus ArguAna on CPU; NQ, MIRACL too on a GPU profile); hub data "
+                             "needs internet, so this is off by default")
     parser.add_argument("--alpha-sweep", action="store_true",
                         help="afterwards, the alpha curve: hybrid at the profile's alpha_sweep values and "
                              "alpha_sweep_seeds on the sweep protocol (results/alpha_sweep.csv and its figure)")
@@ -238,6 +242,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
             return 0
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
                   train_sets=args.train_sets, refresh=tuple(args.refresh), max_hours=args.max_hours)
+        if args.benchmarks is not None:
+            from hybrid_utils.benchmark import benchmark_study
+            benchmark_study(profile, tasks=args.benchmarks or None)
         if args.alpha_sweep:
             from hybrid_utils.alpha_sweep import run_alpha_sweep
             run_alpha_sweep(profile)

@@ -285,3 +285,39 @@ def benchmark_models(models: Mapping[str, str], tasks: Sequence[str] | None = No
     if output_dir is not None:
         table.to_csv(Path(output_dir) / "benchmarks.csv", index=False)
     return table
+
+
+def benchmark_study(profile=None, tasks: Sequence[str] | None = None, beir_folder=None, log=print):
+    """``reproduce --benchmarks``: zero-shot and every method of the study (first seed, each protocol) through ``tasks``.
+
+    ``tasks`` default to :data:`HUB_TASKS` on a GPU profile and :data:`CPU_TASKS` otherwise; hub tasks
+    need internet (offline they stop at once with :class:`HubDataUnavailableError`). Writes
+    ``<results_dir>/benchmarks/study.csv`` (one row per method, training set, task and language).
+    """
+    import pandas as pd
+
+    from .profiles import Profile, get_profile
+    from .reproduce import ZERO_SHOT, is_finished_run, run_dir
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    if tasks is None and beir_folder is None:
+        tasks = HUB_TASKS if profile.name.startswith("gpu") else CPU_TASKS
+    frames = []
+    for model in profile.models:
+        for train_on, _ in profile.protocols:
+            models = {ZERO_SHOT: model} if not frames else {}
+            for method in profile.methods:
+                folder = run_dir(profile, model, method, train_on, profile.seeds[0])
+                if is_finished_run(folder):
+                    models[method] = str(folder)
+            log(f"== benchmarks ({', '.join(tasks or [])}{' + ' + str(beir_folder) if beir_folder else ''}): "
+                f"{', '.join(models)} trained on {train_on}")
+            frame = benchmark_models(models, tasks=tasks, beir_folder=beir_folder)
+            frame.insert(1, "train_on", ["-" if m == ZERO_SHOT else train_on for m in frame["method"]])
+            frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    out = Path(profile.results_dir) / "benchmarks" / "study.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    log(f"benchmarks -> {out}")
+    return table

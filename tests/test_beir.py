@@ -144,3 +144,26 @@ def test_benchmark_models_gives_one_tidy_frame(model, tmp_path, monkeypatch):
     assert table["method"].tolist() == ["zero-shot", "copy"]
     assert table["ndcg_at_10"].iloc[0] == pytest.approx(table["ndcg_at_10"].iloc[1])
     assert (tmp_path / "bench" / "benchmarks.csv").is_file() and (tmp_path / "bench" / "copy.json").is_file()
+
+
+def test_benchmark_study_runs_the_study_models_and_stops_offline(model, tmp_path, monkeypatch):
+    import hybrid_utils.encoder
+    from hybrid_utils.benchmark import benchmark_study
+    from hybrid_utils.profiles import get_profile
+    from hybrid_utils.reproduce import run_dir
+
+    monkeypatch.setattr(hybrid_utils.encoder, "load_encoder", lambda name, **kwargs: model)
+    profile = get_profile("smoke", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    # one "finished run" of the study: benchmark_study picks up the runs that exist
+    hybrid = run_dir(profile, "bundled", "hybrid", "mlqa-r", profile.seeds[0])
+    hybrid.mkdir(parents=True)
+    for name in ("train_config.json", "modules.json"):
+        (hybrid / name).write_text("{}")
+    folder = export_beir("xquad-r", "en", tmp_path / "small", limit_questions=20)
+    table = benchmark_study(profile, beir_folder=folder, log=lambda *a: None)
+    assert table[["method", "train_on"]].values.tolist() == [["zero-shot", "-"], ["hybrid", "mlqa-r"]]
+    assert table["ndcg_at_10"].between(0, 1).all()
+    assert (tmp_path / "results" / "benchmarks" / "study.csv").is_file()
+    # hub tasks offline: a clear error before any model is loaded
+    with pytest.raises(HubDataUnavailableError, match="SciFact"):
+        benchmark_study(profile, tasks=["SciFact"], log=lambda *a: None)
