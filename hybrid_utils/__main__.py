@@ -201,6 +201,10 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                         help="afterwards, zero-shot and every method (first seed) through mteb retrieval tasks "
                              "(default: SciFact NFCorpus ArguAna on CPU; NQ, MIRACL too on a GPU profile); hub data "
                              "needs internet, so this is off by default")
+    parser.add_argument("--language-weights", action="store_true",
+                        help="also train hybrid with uniform languages (every language, or language pair, of a batch kind "
+                             "equally likely) and compare it with the size-proportional hybrid runs, same seeds and "
+                             "protocols (results/language_weights.csv, language_weights_comparisons.csv)")
     parser.add_argument("--alpha-sweep", action="store_true",
                         help="afterwards, the alpha curve: hybrid at the profile's alpha_sweep values and "
                              "alpha_sweep_seeds on the sweep protocol (results/alpha_sweep.csv and its figure)")
@@ -241,7 +245,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
             dry_run(profile, methods=args.methods, models=args.models, study=args.study, train_sets=args.train_sets)
             return 0
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
-                  train_sets=args.train_sets, refresh=tuple(args.refresh), max_hours=args.max_hours)
+                  train_sets=args.train_sets, refresh=tuple(args.refresh), max_hours=args.max_hours,
+                  language_weights=args.language_weights)
         if args.benchmarks is not None:
             from hybrid_utils.benchmark import benchmark_study
             benchmark_study(profile, tasks=args.benchmarks or None)

@@ -283,7 +283,8 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
-              train_sets=None, refresh=(), log=print, max_hours: float | None = None) -> pd.DataFrame:
+              train_sets=None, refresh=(), log=print, max_hours: float | None = None,
+              language_weights: bool = False) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
@@ -298,6 +299,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             then cover the protocols run so far; a last run without ``train_sets`` tabulates all.
         refresh: methods (``zero-shot`` included) whose stored evaluations are redone when they lack
             a metric added since they were written (Recall@k, the centred embeddings); runs are not retrained.
+        language_weights: also train hybrid with uniform languages and compare it with the
+            size-proportional hybrid runs (:func:`hybrid_utils.language_weighting.language_weights_study`,
+            same seeds and protocols; ``language_weights.csv``, ``language_weights_comparisons.csv``).
         log: where progress lines go.
         max_hours: a time budget (default: ``profile.max_hours``); with one, the time of the plan is
             estimated from measured steps before training and the call stops with
@@ -349,6 +353,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     sweep = lambda_sweep(profile, evaluate, timer, log=log) if run_sweep else None
     if sweep is None and study and (Path(profile.results_dir) / "adversarial_sweep.csv").exists():
         sweep = pd.read_csv(Path(profile.results_dir) / "adversarial_sweep.csv")
+    if language_weights:
+        from .language_weighting import language_weights_study
+        language_weights_study(profile, seeds=seeds, train_sets=train_sets, evaluate=evaluate, timer=timer, log=log)
 
     start = time.perf_counter()
     results_dir = Path(profile.results_dir)
@@ -371,12 +378,25 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
         notes = [_sweep_note(sweep, profile) if sweep is not None else "",
                  ("Training-free centring of each language's embeddings (`hybrid_utils.postprocess`, rows "
                   "`postprocess == center` of `summary.csv`; paired tests `<method> + center` in `comparisons.csv`):\n"
-                  + describe_centering(effect)) if len(effect) else ""]
+                  + describe_centering(effect)) if len(effect) else "",
+                 _language_weights_note(results_dir)]
         update_readme(summary, profile.results_dir, comparisons=comparisons,
                       notes="\n\n".join(note for note in notes if note))
     write_timing(timer, results_dir, profile, study, seeds, protocols, started)
     log("\nTime per stage\n" + timer.table())
     return summary
+
+
+def _language_weights_note(results_dir: Path) -> str:
+    """The size-vs-uniform comparison in words for the README, if ``reproduce --language-weights`` has run."""
+    table, comparisons = results_dir / "language_weights.csv", results_dir / "language_weights_comparisons.csv"
+    if not (table.exists() and comparisons.exists()):
+        return ""
+    from .language_weighting import describe_language_weights
+
+    return ("Hybrid batches with uniform instead of size-proportional languages (`reproduce --study --language-weights`, "
+            "`language_weights.csv`; uniform − size):\n\n"
+            + describe_language_weights(pd.read_csv(table), pd.read_csv(comparisons)))
 
 
 def _add_postprocessed(results: dict, method: str, eval_on: str, result: dict) -> None:
