@@ -33,7 +33,8 @@ from .reproduce import Evaluator, StageTimer, ensure_run, model_slug, result_pat
 from .results import result_name
 
 __all__ = ["LANGUAGE_WEIGHTS_COLUMNS", "weights_are_equivalent", "language_weights_run", "language_weights_study",
-           "describe_language_weights", "plot_language_weights"]
+           "language_weights_results", "summarize_language_weights", "describe_language_weights",
+           "plot_language_weights"]
 
 LANGUAGE_WEIGHTS_COLUMNS = ["train_on", "eval_on", "language_weights", "seed", "identical_to_size", "mono_map",
                             "cross_map", "multilingual_map", "language_bias"]
@@ -137,6 +138,38 @@ def language_weights_study(profile: Profile | str | None = None, seeds=None, tra
         table.to_csv(folder / "language_weights.csv", index=False)
         comparisons.to_csv(folder / "language_weights_comparisons.csv", index=False)
     return table, comparisons
+
+
+def language_weights_results(profile: Profile | str | None = None, study: bool = False, train_sets=None,
+                             log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(table, comparisons)`` as written by the last :func:`language_weights_study` of ``profile``, else run now.
+
+    What the notebooks call: after ``reproduce --study --language-weights`` they read its files;
+    on a fresh clone they run the study with the profile's ``study_seeds`` (``study``) or ``seeds``.
+    Delete the two CSV files to run it again.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    folder = Path(profile.results_dir)
+    table, comparisons = folder / "language_weights.csv", folder / "language_weights_comparisons.csv"
+    if table.exists() and comparisons.exists():
+        return pd.read_csv(table), pd.read_csv(comparisons)
+    seeds = profile.study_seeds if study else profile.seeds
+    return language_weights_study(profile, seeds=seeds, train_sets=train_sets, log=log)
+
+
+def summarize_language_weights(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds per protocol and weighting: ``<metric>_mean`` / ``<metric>_sd`` and ``seeds``."""
+    missing = [c for c in LANGUAGE_WEIGHTS_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"a language-weights table needs the columns {LANGUAGE_WEIGHTS_COLUMNS}; missing {missing} "
+                         f"(read it with pandas.read_csv('results/language_weights.csv'))")
+    metrics = LANGUAGE_WEIGHTS_COLUMNS[5:]
+    grouped = table.groupby(["train_on", "eval_on", "language_weights"], sort=False)
+    summary = grouped[metrics].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{'sd' if stat == 'std' else stat}" for metric, stat in summary.columns]
+    summary.insert(0, "identical_to_size", grouped["identical_to_size"].all())
+    summary.insert(0, "seeds", grouped["seed"].nunique())
+    return summary.reset_index()
 
 
 def describe_language_weights(table: pd.DataFrame, comparisons: pd.DataFrame) -> str:
