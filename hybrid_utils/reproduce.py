@@ -22,17 +22,15 @@ or evaluation (its JSON exists) is skipped, so an interrupted study continues wh
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from .evaluation import RECALL_CUTOFFS
-from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
+from .run_notebooks import NOTEBOOKS, execute_notebooks  # noqa: F401 - re-exported (the CLI imports them from here)
+from .timing import StageTimer, write_timing  # noqa: F401 - re-exported (the sweeps import StageTimer from here)
+from .profiles import Profile, get_profile
 from .report import (  # noqa: F401 - re-exported (notebooks and tests import them from here)
     SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, centering_effect, describe_centering, describe_findings,
     summarize_seeds, summary_markdown,
@@ -64,27 +62,6 @@ def result_path(profile: Profile, model: str, method: str, eval_on: str, seed: i
 
 def is_finished_run(path: Path) -> bool:
     return (path / "train_config.json").exists() and (path / "modules.json").exists()
-
-
-@dataclass
-class StageTimer:
-    """Wall-clock seconds per stage, printed at the end of a study."""
-
-    def __post_init__(self):
-        self.seconds: "OrderedDict[str, float]" = OrderedDict()
-        self.by_seed: dict[str, float] = {}
-
-    def add(self, stage: str, seconds: float, seed: "int | str | None" = None) -> None:
-        """Add ``seconds`` to ``stage`` (and to the seed's total: stages without a seed count for every seed)."""
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-        key = "shared" if seed is None else (f"lambda {seed}" if isinstance(seed, str) else f"seed {seed}")
-        self.by_seed[key] = self.by_seed.get(key, 0.0) + seconds
-
-    def table(self) -> str:
-        width = max([len(k) for k in self.seconds] + [5])
-        lines = [f"{stage:<{width}}  {secs:8.1f} s" for stage, secs in self.seconds.items()]
-        lines.append(f"{'total':<{width}}  {sum(self.seconds.values()):8.1f} s")
-        return "\n".join(lines)
 
 
 class Evaluator:
@@ -491,74 +468,3 @@ def _sweep_note(sweep: pd.DataFrame, profile: Profile) -> str:
     from .report import describe_sweep
 
     return describe_sweep(sweep, chance=1.0 / len(load_lareqa(profile.sweep_train_on).languages))
-
-
-def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study: bool, seeds, protocols=(),
-                 started: float | None = None) -> Path:
-    """Append this invocation's seconds per stage to ``timing.json`` (one entry per ``reproduce`` call).
-
-    Entries of earlier calls are kept, so a study run as two processes side by side (``train_sets``)
-    and a final tabulating call all show up; ``wall_clock`` is each call's start and end (Unix time).
-    """
-    import torch
-
-    from .encoder import native_bf16
-
-    path = Path(results_dir) / "timing.json"
-    try:
-        previous = json.loads(path.read_text()).get("invocations", [])
-    except (OSError, ValueError, AttributeError):
-        previous = []
-    entry = {"profile": profile.name, "study": bool(study), "seeds": list(seeds),
-             "protocols": [list(p) for p in protocols],
-             "wall_clock": [round(started or time.time(), 1), round(time.time(), 1)],
-             "total_seconds": round(sum(timer.seconds.values()), 1),
-             "stages": {k: round(v, 1) for k, v in timer.seconds.items()},
-             # "shared": zero-shot evaluations, summary, figures; "seed 1" + "shared" is what `reproduce` without
-             # --study costs when nothing is cached yet (the first seed also pays for filling the layer caches)
-             "seconds_by_seed": {k: round(v, 1) for k, v in timer.by_seed.items()},
-             "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                         "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16("cpu"),
-                         "cuda": torch.cuda.is_available()},
-             "note": "stages skipped because their output existed count only the time to read it"}
-    payload = {"invocations": previous + [entry]}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
-NOTEBOOKS = ("01_datasets", "02_hybrid_batches", "03_fine_tuning", "04_adversarial_baseline", "05_evaluation",
-             "06_beyond_lareqa", "07_explore")
-
-
-def execute_notebooks(profile: Profile | str | None = None, notebooks_dir: str | Path = "notebooks", log=print,
-                      study: bool = False, train_sets=None, names=None) -> None:
-    """Execute the notebooks in place with papermill, so that they carry the outputs of this run."""
-    import papermill
-
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    folder = Path(notebooks_dir)
-    for name in names or NOTEBOOKS:
-        path = folder / f"{name}.ipynb"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run from the repository root")
-        log(f"== executing {path} (profile {profile.name})")
-        start = time.perf_counter()
-        # The profile reaches the kernel through the environment rather than as an injected parameters cell,
-        # so the committed notebook keeps PROFILE = None and still runs in the smoke profile under the tests.
-        previous = {name: os.environ.get(name) for name in (PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV)}
-        os.environ[PROFILE_ENV] = profile.name
-        os.environ[STUDY_ENV] = "1" if study else "0"
-        os.environ[TRAIN_SETS_ENV] = ",".join(train_sets or [])
-        try:
-            papermill.execute_notebook(str(path), str(path), cwd=str(folder.resolve().parent), progress_bar=False)
-        finally:
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-        log(f"  {time.perf_counter() - start:.0f} s")
-
-
-
-
