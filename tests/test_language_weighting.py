@@ -86,3 +86,25 @@ def test_description_names_identical_runs_and_a_measured_difference():
     # +0.05 on every question, seeds 0.002 apart: uniform better on the three mAPs and the rank distance
     assert "a difference passes the test on monolingual mAP, cross-lingual mAP, multilingual mAP, rank distance" in text
     assert "hybrid (uniform) − hybrid (size) = +0.050" in text
+
+
+def test_results_are_read_back_from_the_written_files_and_summarized(tmp_path):
+    from hybrid_utils.language_weighting import language_weights_results, summarize_language_weights
+
+    profile = get_profile("smoke", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    rows = [{"train_on": "mlqa-r", "eval_on": "xquad-r", "language_weights": w, "seed": seed, "identical_to_size": w == "size",
+             "mono_map": m, "cross_map": 0.4, "multilingual_map": 0.3, "language_bias": b}
+            for w, seed, m, b in (("size", 1, 0.50, 100.0), ("size", 2, 0.52, 110.0), ("uniform", 1, 0.60, 90.0),
+                                  ("uniform", 2, 0.64, 80.0))]
+    (tmp_path / "results").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "results" / "language_weights.csv", index=False)
+    pd.DataFrame(columns=["eval_on", "metric", "verdict"]).to_csv(
+        tmp_path / "results" / "language_weights_comparisons.csv", index=False)
+    table, comparisons = language_weights_results(profile)  # read, not trained: the run folder stays empty
+    assert len(table) == 4 and comparisons.empty and not (tmp_path / "runs").exists()
+    summary = summarize_language_weights(table).set_index("language_weights")
+    assert summary.loc["uniform", "mono_map_mean"] == pytest.approx(0.62)
+    assert summary.loc["uniform", "language_bias_sd"] == pytest.approx(7.0711, abs=1e-4)
+    assert summary.loc["size", "seeds"] == 2 and summary.loc["size", "identical_to_size"]
+    with pytest.raises(ValueError, match="language_weights.csv"):
+        summarize_language_weights(table.drop(columns="seed"))
