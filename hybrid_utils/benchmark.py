@@ -141,12 +141,35 @@ def _hub_tasks(names: Sequence[str], languages: Sequence[str] | None):
     return tasks
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub's host accepts a connection within ``timeout`` seconds.
+
+    Asked before a hub task loads its data: without it, an offline machine without ``HF_HUB_OFFLINE=1``
+    waits through five retries of ``huggingface_hub`` (about 25 s per task) before failing.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _load(task) -> None:
     """Load a task's data; a hub that cannot be reached becomes :class:`HubDataUnavailableError`.
 
-    Offline (``HF_HUB_OFFLINE=1``) the datasets library refuses at once unless the data is cached,
-    so this fails in milliseconds, before any model is loaded.
+    Offline (``HF_HUB_OFFLINE=1``) the datasets library refuses at once unless the data is cached;
+    without it, :func:`hub_reachable` is asked first. Either way this fails in seconds, before any
+    model is loaded.
     """
+    if not _hub_offline() and not hub_reachable():
+        raise _unavailable(task.metadata.name, "the Hub did not answer within 3 s; if the data is already cached, "
+                                               "set HF_HUB_OFFLINE=1 to use the cache")
     try:
         task.load_data()
     except (ConnectionError, OSError, TimeoutError) as err:

@@ -84,6 +84,27 @@ def test_offline_hub_task_fails_at_once_naming_task_and_remedy(monkeypatch, caps
     assert "mteb task NQHardNegatives needs its data from the Hugging Face Hub" in capsys.readouterr().err
 
 
+def test_unreachable_hub_without_offline_flag_fails_in_seconds_not_after_retries(monkeypatch):
+    import socket
+
+    import hybrid_utils.benchmark as benchmark_module
+
+    calls = []
+
+    def refused(address, timeout=None):
+        calls.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    assert not benchmark_module.hub_reachable()
+    # the probe's message, not huggingface_hub's after its five retries
+    with pytest.raises(HubDataUnavailableError, match=r"SciFact.*did not answer within 3 s.*HF_HUB_OFFLINE=1"):
+        benchmark("bundled", tasks=["SciFact"])
+    assert calls[0][0] == ("huggingface.co", 443) and calls[0][1] == 3.0
+
+
 def test_unknown_task_and_language_subsets():
     with pytest.raises(ValueError, match="unknown mteb task"):
         _hub_tasks(["SciFactt"], None)
