@@ -106,3 +106,30 @@ def test_describe_sweep_says_when_the_discriminator_is_fooled_and_what_the_probe
     assert "733 vs 609" in text
     never = describe_sweep(sweep.iloc[:2], chance=1 / 7)
     assert "fooled the discriminator at no lambda_max" in never
+
+
+def test_language_weights_compare_uniform_with_the_study_hybrid_runs(study):
+    """``reproduce(..., language_weights=True)``: the size rows are the study's hybrid runs, uniform ones are new."""
+    profile, _, _ = study
+    results = Path(profile.results_dir)
+    hybrid_seed2 = run_dir(profile, "bundled", "hybrid", "mlqa-r", seed=2) / "model.safetensors"
+    stamp = hybrid_seed2.stat().st_mtime_ns
+    reproduce(profile, methods=["hybrid"], study=True, language_weights=True, log=lambda *a: None)
+    assert hybrid_seed2.stat().st_mtime_ns == stamp  # reused, not retrained
+    table = pd.read_csv(results / "language_weights.csv")
+    assert table[["language_weights", "seed"]].values.tolist() == [["size", 1], ["uniform", 1], ["size", 2], ["uniform", 2]]
+    # the smoke profile's 2,500-pair subset of MLQA-R has languages of different sizes: real uniform runs
+    uniform = table[table["language_weights"] == "uniform"]
+    assert not uniform["identical_to_size"].any()
+    for seed in (1, 2):
+        folder = Path(profile.runs_dir) / "multilingual-e5-small" / "language-weights" / f"hybrid-mlqa-r-uniform-seed{seed}"
+        config = json.loads((folder / "train_config.json").read_text())
+        assert config["language_weights"] == "uniform" and config["method"] == "hybrid"
+    per_seed = pd.read_csv(results / "seed_results.csv")
+    study_hybrid = per_seed[(per_seed["method"] == "hybrid") & (per_seed["postprocess"] == "none")].sort_values("seed")
+    size = table[table["language_weights"] == "size"]
+    assert size["mono_map"].tolist() == pytest.approx(study_hybrid["mono_map"].tolist())
+    comparisons = pd.read_csv(results / "language_weights_comparisons.csv")
+    assert set(zip(comparisons["method_a"], comparisons["method_b"])) == {("hybrid (uniform)", "hybrid (size)")}
+    assert comparisons["metric"].tolist() == ["mono_map", "cross_map", "multilingual_map", "language_bias"]
+    assert comparisons["seed_spread"].notna().all()
