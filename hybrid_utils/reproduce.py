@@ -383,11 +383,15 @@ def _add_postprocessed(results: dict, method: str, eval_on: str, result: dict) -
 
 
 def _comparison_pairs(results: dict) -> list[tuple[str, str]]:
-    """The study's method comparisons, then every post-processed variant against its own embeddings."""
+    """The study's method comparisons, every post-processed variant against its own embeddings, then the study's
+    comparisons again after each post-processing (does a method's advantage survive a training-free correction?)."""
     from .stats import STUDY_COMPARISONS
 
+    variants = [name for name, _ in dict.fromkeys(results) if " + " in name]
     pairs = list(STUDY_COMPARISONS)
-    pairs += [(name, name.split(" + ")[0]) for name, _ in dict.fromkeys(results) if " + " in name]
+    pairs += [(name, name.split(" + ")[0]) for name in variants]
+    for postprocess in dict.fromkeys(name.split(" + ", 1)[1] for name in variants):
+        pairs += [(f"{a} + {postprocess}", f"{b} + {postprocess}") for a, b in STUDY_COMPARISONS]
     return list(dict.fromkeys(pairs))
 
 

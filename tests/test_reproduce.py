@@ -55,7 +55,10 @@ def test_study_writes_tables_json_and_figures(study):
     pairs = set(zip(comparisons["method_a"], comparisons["method_b"]))
     assert pairs == {("hybrid", "monolingual"), ("hybrid", "adversarial"), ("adversarial", "monolingual"),
                      ("zero-shot + center", "zero-shot"), ("monolingual + center", "monolingual"),
-                     ("hybrid + center", "hybrid"), ("adversarial + center", "adversarial")}
+                     ("hybrid + center", "hybrid"), ("adversarial + center", "adversarial"),
+                     # the study's comparisons again, both sides centred
+                     ("hybrid + center", "monolingual + center"), ("hybrid + center", "adversarial + center"),
+                     ("adversarial + center", "monolingual + center")}
     assert (comparisons["ci_low"] <= comparisons["diff"]).all() and (comparisons["diff"] <= comparisons["ci_high"]).all()
 
     sweep = pd.read_csv(results / "adversarial_sweep.csv")
