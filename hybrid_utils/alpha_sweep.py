@@ -149,12 +149,9 @@ def summarize_alpha_sweep(sweep: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"an alpha sweep table needs the columns {ALPHA_SWEEP_COLUMNS}; missing {missing} "
                          f"(read it with pandas.read_csv('results/alpha_sweep.csv'))")
-    metrics = ALPHA_SWEEP_COLUMNS[2:]
-    grouped = sweep.groupby("alpha")
-    summary = grouped[metrics].agg(["mean", "std"])
-    summary.columns = [f"{metric}_{'sd' if stat == 'std' else stat}" for metric, stat in summary.columns]
-    summary.insert(0, "seeds", grouped["seed"].nunique())
-    return summary.reset_index()
+    from .stats import seed_means
+
+    return seed_means(sweep, ["alpha"], ALPHA_SWEEP_COLUMNS[2:], sort=True)
 
 
 def plot_alpha_sweep(sweep: pd.DataFrame, ax=None, cmap: str = "viridis_r"):

@@ -163,13 +163,13 @@ def summarize_language_weights(table: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"a language-weights table needs the columns {LANGUAGE_WEIGHTS_COLUMNS}; missing {missing} "
                          f"(read it with pandas.read_csv('results/language_weights.csv'))")
-    metrics = LANGUAGE_WEIGHTS_COLUMNS[5:]
-    grouped = table.groupby(["train_on", "eval_on", "language_weights"], sort=False)
-    summary = grouped[metrics].agg(["mean", "std"])
-    summary.columns = [f"{metric}_{'sd' if stat == 'std' else stat}" for metric, stat in summary.columns]
-    summary.insert(0, "identical_to_size", grouped["identical_to_size"].all())
-    summary.insert(0, "seeds", grouped["seed"].nunique())
-    return summary.reset_index()
+    from .stats import seed_means
+
+    keys = ["train_on", "eval_on", "language_weights"]
+    summary = seed_means(table, keys, LANGUAGE_WEIGHTS_COLUMNS[5:])
+    summary.insert(len(keys) + 1, "identical_to_size",
+                   table.groupby(keys, sort=False)["identical_to_size"].all().to_numpy())
+    return summary
 
 
 def describe_language_weights(table: pd.DataFrame, comparisons: pd.DataFrame) -> str:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["METRICS", "METRIC_NAMES", "STUDY_COMPARISONS", "seed_summary", "paired_difference", "judge", "compare_methods",
+__all__ = ["METRICS", "METRIC_NAMES", "STUDY_COMPARISONS", "seed_summary", "seed_means", "paired_difference", "judge", "compare_methods",
            "describe_comparisons"]
 
 #: Summary metric -> (key in ``result["per_question"]``, direction): +1 higher is better, -1 lower is better.
@@ -104,6 +104,18 @@ def seed_summary(frame: pd.DataFrame, group_by: Sequence[str] = ("model", "metho
     out = out[columns]
     out["n_seeds"] = grouped.size()
     return out.reset_index()
+
+
+def seed_means(frame: pd.DataFrame, group_by: Sequence[str], metrics: Iterable[str], seed_column: str = "seed",
+               sort: bool = False) -> pd.DataFrame:
+    """:func:`seed_summary` laid out for a sweep's table: the group columns, ``seeds`` (distinct values of
+    ``seed_column``), then ``<metric>_mean`` and ``<metric>_sd`` per metric; ``sort`` orders the groups."""
+    metrics = list(metrics)
+    summary = seed_summary(frame, group_by=group_by, metrics=metrics)
+    summary["seeds"] = frame.groupby(list(group_by), sort=False, dropna=False)[seed_column].nunique().to_numpy()
+    summary = summary.rename(columns={m: f"{m}_mean" for m in metrics})
+    summary = summary[[*group_by, "seeds", *[f"{m}_{stat}" for m in metrics for stat in ("mean", "sd")]]]
+    return summary.sort_values(list(group_by), ignore_index=True) if sort else summary
 
 
 # --------------------------------------------------------------------------------------
