@@ -74,6 +74,8 @@ from torch import Tensor, nn
 from transformers import TrainerCallback
 
 SCHEDULES = ("ganin", "constant", "linear")
+#: how the encoder is pushed: through the gradient reversal layer, or towards a uniform prediction (AdversarialLoss)
+ADVERSARIES = ("reversal", "confusion")
 
 
 # --------------------------------------------------------------------------- gradient reversal
@@ -214,10 +216,21 @@ class AdversarialLoss(nn.Module):
 
     1. embed questions and answers once (``embed_columns``, as the wrapped loss would);
     2. ``contrastive = base_loss.compute_loss_from_embeddings(embeddings)`` (in-batch negatives);
-    3. ``adversarial = CE(discriminator(GRL_lambda([q; a])), [x; y])`` over the ``2B`` embeddings.
+    3. ``adversarial = CE(discriminator(GRL_lambda([q; a])), [x; y])``, a mean over the batch's ``2B``
+       embeddings only, so the encoder's reversed gradient has the strength ``lambda`` says;
+    4. ``discriminator_queue = CE(discriminator(queue), queue languages)``: the queue of earlier
+       embeddings (detached) trains the discriminator in a term of its own, with no gradient to
+       the encoder.
 
-    The returned dict ``{"contrastive": ..., "adversarial": ...}`` is summed by the trainer
-    and both parts are logged. Because ``lambda`` sits in the GRL (as in Ganin & Lempitsky),
+    With ``adversary="confusion"`` (Tzeng et al., "Simultaneous Deep Transfer Across Domains and
+    Tasks", ICCV 2015) step 3 trains the discriminator on detached embeddings and the encoder
+    instead minimises ``lambda * CE(discriminator(e), uniform)`` (a term ``confusion``): it is pushed
+    towards embeddings whose language the discriminator cannot tell, rather than towards the
+    *wrong* language, which on monolingual batches (one language per batch) is what plain
+    reversal asks.
+
+    The returned dict (``contrastive``, ``adversarial``, ``discriminator_queue`` and, for the
+    confusion adversary, ``confusion``) is summed by the trainer and every part is logged. Because ``lambda`` sits in the GRL (as in Ganin & Lempitsky),
     the discriminator always learns from the full classification gradient, while the encoder
     receives ``grad(contrastive) - lambda * grad(adversarial)``: it is pushed to make the
     languages indistinguishable, more strongly as ``lambda`` ramps up from 0 to ``lambda_max``.
@@ -241,13 +254,16 @@ class AdversarialLoss(nn.Module):
         gamma: steepness of the Ganin ramp (10 in the paper).
         hidden_dim, dropout: of the discriminator.
         embedding_dim: default: asked from the model.
+        queue_size: earlier embeddings kept for the discriminator (0: none).
+        lambda_warmup: fraction of training with ``lambda = 0`` before the schedule starts.
+        adversary: ``"reversal"`` (gradient reversal, Ganin & Lempitsky) or ``"confusion"``.
     """
 
     def __init__(self, model: nn.Module, base_loss: nn.Module | None = None,
                  languages: Sequence[str] = (), lambda_max: float = 0.1, schedule: str = "ganin",
                  total_steps: int | None = None, gamma: float = 10.0, hidden_dim: int = 256,
                  dropout: float = 0.1, embedding_dim: int | None = None, queue_size: int = 1024,
-                 lambda_warmup: float = 0.0) -> None:
+                 lambda_warmup: float = 0.0, adversary: str = "reversal") -> None:
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown lambda schedule {schedule!r}: choose one of {SCHEDULES}")
@@ -262,6 +278,9 @@ class AdversarialLoss(nn.Module):
             raise ValueError("adversarial training needs at least 2 languages")
         if queue_size < 0:
             raise ValueError("queue_size must be >= 0")
+        if adversary not in ADVERSARIES:
+            raise ValueError(f"unknown adversary {adversary!r}: choose one of {ADVERSARIES}")
+        self.adversary = adversary
         if not 0.0 <= lambda_warmup < 1.0:
             raise ValueError("lambda_warmup is a fraction of training in [0, 1)")
         self.model = model
@@ -386,14 +405,23 @@ class AdversarialLoss(nn.Module):
             self.progress = min(self._forward_steps / max(1, self.total_steps), 1.0)
             self.update_lambda()
             self._forward_steps += 1
-        logits = self.discriminator(self.grl(features))
+        # The encoder's adversarial gradient comes from the current batch alone, as a mean over its embeddings, so
+        # lambda means what it says. (Averaging it together with the queue divided it by ~(queue + 2B) / 2B.)
+        if self.adversary == "confusion":
+            logits = self.discriminator(features.detach())
+            adversarial = nn.functional.cross_entropy(logits, targets)
+            confusion = self._confusion_loss(features)
+        else:
+            logits = self.discriminator(self.grl(features))
+            adversarial = nn.functional.cross_entropy(logits, targets)
+        losses = {"contrastive": contrastive, "adversarial": adversarial}
+        if self.adversary == "confusion":
+            losses["confusion"] = self.current_lambda * confusion
         queue_features, queue_labels = self.queued()
         if self.training and len(queue_labels):
-            # the queue trains the discriminator on other languages; no gradient reaches the encoder through it
-            all_logits = torch.cat([logits, self.discriminator(queue_features.to(logits.dtype))])
-            adversarial = nn.functional.cross_entropy(all_logits, torch.cat([targets, queue_labels]))
-        else:
-            adversarial = nn.functional.cross_entropy(logits, targets)
+            # the queue trains the discriminator on the other languages, in a term of its own: no encoder gradient
+            losses["discriminator_queue"] = nn.functional.cross_entropy(
+                self.discriminator(queue_features.to(logits.dtype)), queue_labels)
         if self.training:
             self.enqueue(features, targets)
 
@@ -402,7 +430,18 @@ class AdversarialLoss(nn.Module):
             self._stats["total"] += int(targets.numel())
             self._stats["loss"] += float(adversarial.detach())
             self._stats["batches"] += 1
-        return {"contrastive": contrastive, "adversarial": adversarial}
+        return losses
+
+    def _confusion_loss(self, features: Tensor) -> Tensor:
+        """Cross-entropy between the discriminator's prediction and the uniform distribution over languages.
+
+        The encoder's half of the "confusion" adversary (Tzeng et al., 2015): the encoder is pushed towards
+        embeddings the *current* discriminator cannot tell apart, while the discriminator's own parameters get no
+        gradient from this term (they are used detached), so it keeps learning to classify on its own term.
+        """
+        params = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        logits = torch.func.functional_call(self.discriminator, params, (features,))
+        return -nn.functional.log_softmax(logits, dim=-1).mean()
 
     def pop_stats(self) -> dict[str, float]:
         """Discriminator accuracy / loss since the last call, lambda and chance level; resets the counters.
@@ -424,7 +463,7 @@ class AdversarialLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"languages": self.languages, "lambda_max": self.lambda_max, "schedule": self.schedule,
-                "gamma": self.gamma, "lambda_warmup": self.lambda_warmup, "queue_size": self.queue_size, "base_loss": type(self.base_loss).__name__,
+                "gamma": self.gamma, "lambda_warmup": self.lambda_warmup, "adversary": self.adversary, "queue_size": self.queue_size, "base_loss": type(self.base_loss).__name__,
                 "discriminator_hidden_dim": self.discriminator.hidden_dim}
 
     @property

@@ -73,6 +73,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="adversarial: fraction of steps with lambda 0 at the start (default %(default)s)")
     parser.add_argument("--discriminator-queue", type=int, default=d.discriminator_queue,
                         help="adversarial: embeddings of earlier batches the discriminator also sees (default %(default)s)")
+    parser.add_argument("--adversary", choices=["reversal", "confusion"], default=d.adversary,
+                        help="adversarial: gradient reversal or a confusion loss towards uniform (default %(default)s)")
+    parser.add_argument("--reinit-top-layers", type=int, default=d.reinit_top_layers,
+                        help="re-initialise the top N layers before training (default %(default)s)")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="recompute the frozen lower layers at every step (slower; same loss and gradients)")
     parser.add_argument("--save-steps", type=int, default=d.save_steps, help="checkpoint every N steps (default %(default)s)")
@@ -111,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_holdout=args.eval_holdout, exclude_overlap_with=exclude,
         lambda_max=args.lambda_max, lambda_schedule=args.lambda_schedule, discriminator_lr=args.discriminator_lr,
         lambda_warmup=args.lambda_warmup, discriminator_queue=args.discriminator_queue,
-        prefix_cache=not args.no_prefix_cache,
+        adversary=args.adversary, reinit_top_layers=args.reinit_top_layers, prefix_cache=not args.no_prefix_cache,
         save_steps=args.save_steps, keep_checkpoints=args.keep_checkpoints,
         resume=not args.no_resume and "auto", bf16={"on": True, "off": False}.get(args.bf16, "auto"), num_threads=args.num_threads, device=args.device,
         show_progress=not args.no_progress, record_batches=args.record_batches,

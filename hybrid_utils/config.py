@@ -107,6 +107,10 @@ class TrainConfig:
         trainable: ``"cpu-default"`` (top ``num_trainable_layers`` layers), ``"full"`` or
             ``"no-embeddings"`` (everything but the embedding layer).
         num_trainable_layers: transformer layers trained with ``"cpu-default"``.
+        reinit_top_layers: re-initialise the top N transformer layers before training (their weights drawn
+            afresh, seeded by ``seed``), so the model must learn retrieval from the batches, as a masked
+            language model such as XLM-R must; the positive control of the study (``hybrid_utils.positive_control``).
+            At most ``num_trainable_layers`` with ``trainable="cpu-default"``.
         languages: training languages (default: all of ``train_on``).
         limit_pairs: keep about this many pairs (whole question ids, drawn at random), for quick runs.
         eval_holdout: fraction of question ids held out of training (ids saved in
@@ -117,6 +121,8 @@ class TrainConfig:
             (``"ganin"``, ``"constant"``, ``"linear"``), adversarial methods only.
         lambda_warmup: fraction of the steps at the start during which lambda stays 0 (the
             discriminator learns, the encoder is not pushed yet).
+        adversary: ``"reversal"`` (gradient reversal) or ``"confusion"`` (the encoder is pushed towards a
+            uniform language prediction), see :class:`hybrid_utils.adversarial.AdversarialLoss`.
         discriminator_hidden: hidden units of the language discriminator.
         discriminator_lr: learning rate of the discriminator (None: ``learning_rate``).
         discriminator_queue: embeddings of earlier batches the discriminator also classifies,
@@ -161,6 +167,7 @@ class TrainConfig:
     max_seq_length: int | None = _CPU.max_seq_length
     trainable: str = _CPU.trainable
     num_trainable_layers: int | None = None
+    reinit_top_layers: int = 0
     languages: tuple[str, ...] | None = None
     limit_pairs: int | None = _CPU.limit_pairs
     eval_holdout: float = _CPU.eval_holdout
@@ -169,6 +176,7 @@ class TrainConfig:
     lambda_schedule: str = "ganin"
     lambda_gamma: float = 10.0
     lambda_warmup: float = 0.1
+    adversary: str = "reversal"
     discriminator_hidden: int = 256
     discriminator_lr: float | None = 1e-3
     discriminator_queue: int = 1024
@@ -199,6 +207,13 @@ class TrainConfig:
         check_language_weights(self.language_weights)
         if self.steps < 1 and self.method != ZERO_SHOT:
             raise ValueError("steps must be >= 1")
+        from .adversarial import ADVERSARIES
+        if self.adversary not in ADVERSARIES:
+            raise ValueError(f"unknown adversary {self.adversary!r}: choose one of {list(ADVERSARIES)}")
+        if self.reinit_top_layers < 0 or (self.trainable == "cpu-default"
+                                          and self.reinit_top_layers > self.num_trainable_layers):
+            raise ValueError(f"reinit_top_layers={self.reinit_top_layers} must be between 0 and the number of trained "
+                             f"layers ({self.num_trainable_layers}): a re-initialised layer that is frozen never learns")
         if self.batch_size < 2:
             raise ValueError("in-batch negatives need batch_size >= 2")
         if not 0.0 <= self.eval_holdout < 1.0:

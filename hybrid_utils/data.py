@@ -379,16 +379,47 @@ def remove_overlap(pairs, eval_dataset: LAReQADataset, log=print):
     return pairs, info
 
 
-def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int = 42):
+def question_groups(dataset: LAReQADataset) -> dict[str, int]:
+    """Group the question ids that share an answer paragraph or an answer sentence, in any language.
+
+    Holding out single question ids leaks: in XQuAD-R about five questions share each paragraph,
+    so a held-out question's answer sentence and paragraph would still be trained on through its
+    neighbours. Holding out whole groups does not. Hand-written union-find (a dozen lines; no
+    library of this project offers grouping by shared keys).
+
+    Returns:
+        ``{question_id: group number}``.
+    """
+    paragraph_of = dict(zip(dataset.candidates["id"], dataset.candidates["paragraph_id"]))
+    sentence_of = dict(zip(dataset.candidates["id"], dataset.candidates["sentence"]))
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for qid, answer_id in zip(dataset.questions["id"], dataset.questions["answer_id"]):
+        for key in (f"p:{paragraph_of[answer_id]}", f"s:{sentence_of[answer_id].strip()}"):
+            parent[root(key)] = root(f"q:{qid}")
+    roots: dict[str, int] = {}
+    return {qid: roots.setdefault(root(f"q:{qid}"), len(roots)) for qid in dict.fromkeys(dataset.questions["id"])}
+
+
+def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int = 42, groups: dict[str, int] | None = None):
     """Split pairs into (train, held-out) by question id: all translations of a held-out question go out.
 
     Args:
         pairs: training pairs (``build_training_pairs``).
         holdout_fraction: fraction of the distinct question ids to hold out, in [0, 1).
         seed: for the random choice of ids.
+        groups: ``{question_id: group}`` (:func:`question_groups`): whole groups are held out, so no
+            held-out answer sentence or paragraph is trained on; None: single question ids.
 
     Returns:
-        ``(train_pairs, heldout_pairs)``; no question id occurs in both.
+        ``(train_pairs, heldout_pairs)``; no question id (and with ``groups`` no group) occurs in both.
     """
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError("holdout_fraction must be in [0, 1)")
@@ -396,8 +427,17 @@ def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int = 42):
     n_out = int(round(holdout_fraction * len(ids)))
     if holdout_fraction > 0 and n_out == 0:
         n_out = 1
-    rng = random.Random(seed)
-    out = set(rng.sample(ids, n_out)) if n_out else set()
+    group_of = groups if groups is not None else {q: i for i, q in enumerate(ids)}
+    members: dict[int, list[str]] = {}
+    for q in ids:
+        members.setdefault(group_of[q], []).append(q)
+    order = list(members)
+    random.Random(seed).shuffle(order)
+    out: set[str] = set()
+    for group in order:
+        if len(out) >= n_out:
+            break
+        out.update(members[group])
     qids = pairs["question_id"]
     train_rows = [i for i, q in enumerate(qids) if q not in out]
     held_rows = [i for i, q in enumerate(qids) if q in out]
@@ -479,7 +519,7 @@ def prepare_training_pairs(config: "TrainConfig", log=print):
         info["overlap"] = None
     heldout = pairs.select([])
     if config.eval_holdout > 0:
-        pairs, heldout = split_pairs_by_question_id(pairs, config.eval_holdout, HOLDOUT_SEED)
+        pairs, heldout = split_pairs_by_question_id(pairs, config.eval_holdout, HOLDOUT_SEED, question_groups(dataset))
     info["heldout_question_ids"] = sorted(set(heldout["question_id"]))
     if config.limit_pairs:
         pairs = _limit_by_question_id(pairs, config.limit_pairs, config.seed)

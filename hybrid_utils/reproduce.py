@@ -33,7 +33,7 @@ from .timing import StageTimer, write_timing  # noqa: F401 - re-exported (the sw
 from .profiles import Profile, get_profile
 from .report import (  # noqa: F401 - re-exported (notebooks and tests import them from here)
     SEED_COLUMNS, SUMMARY_COLUMNS, SWEEP_COLUMNS, centering_effect, describe_centering, describe_findings,
-    summarize_seeds, summary_markdown,
+    LANGUAGE_INFO_COLUMNS, summarize_seeds, summary_markdown,
     update_readme, write_summary,
 )
 from .results import load_results, load_seed_results, result_name  # noqa: F401 - re-exported
@@ -224,7 +224,8 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
 
 _RUN_DEFINING = ("method", "train_on", "model", "alpha", "language_weights", "batch_size", "steps", "learning_rate", "scale", "trainable",
                  "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule",
-                 "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start")
+                 "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start", "adversary",
+                 "reinit_top_layers")
 
 
 def _changed_settings(run: Path, config) -> list[str]:
@@ -405,7 +406,10 @@ def _rows(model: str, method: str, train_on: str, eval_on: str, seed: int | None
         for k in RECALL_CUTOFFS:
             for setting, value in (values.get(f"recall_at_{k}") or {}).items():
                 row[f"{setting}_recall_at_{k}"] = value
-        row.update({key: values.get(key, result.get(key)) for key in SEED_COLUMNS if key not in row})
+        # a post-processed variant's language information is its own (None until it reports it), not the raw one's
+        own = LANGUAGE_INFO_COLUMNS if values is not result else ()
+        row.update({key: values.get(key, None if key in own else result.get(key)) for key in SEED_COLUMNS
+                    if key not in row})
         rows.append(row)
     return rows
 

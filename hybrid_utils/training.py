@@ -158,6 +158,30 @@ def apply_trainable(model, trainable: str = "cpu-default", num_trainable_layers:
             "trained_layers": list(range(first_trained, num_layers))}
 
 
+def reinitialise_top_layers(model, n: int, seed: int) -> list[int]:
+    """Draw the weights of the top ``n`` transformer layers afresh (the Hugging Face model's own initialiser).
+
+    The model then has to learn retrieval in those layers from the training batches, as a masked language model
+    does; with a pretrained retriever such as multilingual-e5 the batches barely matter (the study's positive
+    control, :mod:`hybrid_utils.positive_control`). Returns the indices of the re-initialised layers.
+    """
+    import torch
+
+    transformer = model[0].auto_model
+    layers = sorted({i for name, _ in transformer.named_parameters() if (i := _layer_index(name)) is not None})
+    if not 0 < n <= len(layers):
+        raise ValueError(f"reinit_top_layers={n} but the model has {len(layers)} layers")
+    chosen = layers[-n:]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for name, module in transformer.named_modules():
+        parts = name.split(".")
+        if len(parts) >= 2 and parts[-2] == "layer" and parts[-1].isdigit() and int(parts[-1]) in chosen:
+            module.apply(transformer._init_weights)
+    torch.random.set_rng_state(generator_state)
+    return chosen
+
+
 def _eval_only_train(module, mode: bool = True):
     return nn.Module.train(module, False)
 
@@ -289,6 +313,8 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
     original_max = getattr(model, "max_seq_length", None)
     if config.max_seq_length:
         model.max_seq_length = int(config.max_seq_length)
+    if config.reinit_top_layers:
+        info["reinitialised_layers"] = reinitialise_top_layers(model, config.reinit_top_layers, config.seed)
     info["trainable"] = apply_trainable(model, config.trainable, config.num_trainable_layers)
 
     prefix_cache = _prefix_cache(model, config, info["trainable"])
@@ -305,7 +331,8 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
         loss = AdversarialLoss(model, base_loss, languages=languages, lambda_max=config.lambda_max,
                                schedule=config.lambda_schedule, total_steps=config.steps,
                                gamma=config.lambda_gamma, hidden_dim=config.discriminator_hidden,
-                               queue_size=config.discriminator_queue, lambda_warmup=config.lambda_warmup)
+                               queue_size=config.discriminator_queue, lambda_warmup=config.lambda_warmup,
+                               adversary=config.adversary)
         loss.to(model.device)
         train_dataset = train_dataset.add_column(
             "label", language_label_column(pairs["question_language"], pairs["answer_language"], languages))

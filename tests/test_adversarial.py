@@ -132,7 +132,7 @@ def test_adversarial_loss_reverses_the_gradient_reaching_the_encoder():
     feats = [{"x": torch.randn(6, 8)}, {"x": torch.randn(6, 8)}]
     labels = torch.tensor([[0, 1]] * 6)
     out = loss(feats, labels)
-    assert set(out) == {"contrastive", "adversarial"}
+    assert set(out) == {"contrastive", "adversarial"}  # an empty queue adds no term
 
     # gradient of the adversarial part alone: the discriminator descends it, the encoder ascends it
     enc.zero_grad(), loss.discriminator.zero_grad()
@@ -167,15 +167,53 @@ def test_queue_gives_a_monolingual_batch_other_languages_without_gradient_to_the
     assert sorted(labels.tolist()) == [1, 1, 2, 2, 2, 2, 2, 2]  # ring buffer of 8: the oldest four were overwritten
     assert not features.requires_grad
 
-    # the third batch (language 0) is classified together with the queue; the encoder's gradient is the same
-    # as without the queue up to the CE normalisation over 6 + 8 rows, and the queue carries none
+    # the third batch (language 0): the queue trains the discriminator in a term of its own; the encoder's
+    # adversarial gradient is exactly the one without a queue (a mean over the batch, not diluted by the queue)
     feats = [{"x": torch.randn(3, 8)}, {"x": torch.randn(3, 8)}]
     enc.zero_grad(), loss.discriminator.zero_grad()
     out = loss(feats, torch.zeros(3, 2, dtype=torch.long))
-    out["adversarial"].backward()
+    assert set(out) == {"contrastive", "adversarial", "discriminator_queue"}
+    (out["adversarial"] + out["discriminator_queue"]).backward()
     with_queue = enc.lin.weight.grad.clone()
     assert torch.count_nonzero(with_queue) > 0
     assert sorted(loss.queued()[1].tolist()) == [0] * 6 + [2, 2]
+
+    without = AdversarialLoss(enc, MultipleNegativesRankingLoss(enc), languages=["a", "b", "c"], lambda_max=1.0,
+                              schedule="constant", dropout=0.0, queue_size=0)
+    without.discriminator.load_state_dict(loss.discriminator.state_dict())
+    enc.zero_grad()
+    without(feats, torch.zeros(3, 2, dtype=torch.long))["adversarial"].backward()
+    assert torch.allclose(with_queue, enc.lin.weight.grad, atol=1e-7)
+    enc.zero_grad()
+    out = loss(feats, torch.zeros(3, 2, dtype=torch.long))
+    out["discriminator_queue"].backward()  # the queue term alone: gradient for the discriminator, none for the encoder
+    assert enc.lin.weight.grad is None or torch.count_nonzero(enc.lin.weight.grad) == 0
+    assert torch.count_nonzero(loss.discriminator.net[0].weight.grad) > 0
+
+
+def test_confusion_adversary_pushes_the_encoder_towards_a_uniform_prediction_only():
+    """The confusion term moves the encoder, never the discriminator; the discriminator learns on detached inputs."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(0)
+    enc = _ToyEncoder()
+    loss = AdversarialLoss(enc, MultipleNegativesRankingLoss(enc), languages=["a", "b"], lambda_max=0.5,
+                           schedule="constant", dropout=0.0, queue_size=0, adversary="confusion")
+    feats = [{"x": torch.randn(6, 8)}, {"x": torch.randn(6, 8)}]
+    out = loss(feats, torch.tensor([[0, 1]] * 6))
+    assert set(out) == {"contrastive", "adversarial", "confusion"}
+    enc.zero_grad(), loss.discriminator.zero_grad()
+    out["confusion"].backward(retain_graph=True)
+    assert torch.count_nonzero(enc.lin.weight.grad) > 0
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in loss.discriminator.parameters())
+    enc.zero_grad()
+    out["adversarial"].backward()
+    assert enc.lin.weight.grad is None or torch.count_nonzero(enc.lin.weight.grad) == 0
+    assert torch.count_nonzero(loss.discriminator.net[0].weight.grad) > 0
+    # the confusion term is lambda x the cross-entropy to the uniform distribution: >= lambda x ln(2)
+    assert float(out["confusion"]) >= 0.5 * math.log(2) - 1e-6
+    with pytest.raises(ValueError, match="unknown adversary"):
+        AdversarialLoss(enc, MultipleNegativesRankingLoss(enc), languages=["a", "b"], adversary="mirror")
 
 
 def test_warm_start_and_lambda_warmup():

@@ -121,3 +121,21 @@ def test_download_offline_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError, match=r"offline: use the copy shipped with the package, load_lareqa\('xquad-r'\)"):
         download_lareqa("xquad-r", tmp_path, languages=["en"])
     assert not list((tmp_path / "xquad-r").iterdir())  # nothing half-written left behind
+
+
+def test_heldout_groups_share_no_answer_sentence_or_paragraph_with_training(xquad):
+    """Holding out single question ids leaks on XQuAD-R (about five questions share a paragraph); groups do not."""
+    from hybrid_utils.data import question_groups, split_pairs_by_question_id
+
+    groups = question_groups(xquad)
+    assert len(groups) == 1190 and len(set(groups.values())) == 240  # one group per parallel paragraph
+    pairs = build_training_pairs(xquad, question_languages=["en", "de"], answer_languages=["en", "de"])
+    paragraph_of = dict(zip(xquad.candidates["id"], xquad.candidates["paragraph_id"]))
+    train, held = split_pairs_by_question_id(pairs, 0.1, seed=0, groups=groups)
+    assert set(train["question_id"]).isdisjoint(held["question_id"])
+    assert len(set(held["question_id"])) >= 119
+    assert set(train["answer"]).isdisjoint(held["answer"])
+    assert {paragraph_of[a] for a in train["answer_id"]}.isdisjoint({paragraph_of[a] for a in held["answer_id"]})
+    # by single question ids, the same split leaks: held-out answer sentences occur in training
+    train_ids, held_ids = split_pairs_by_question_id(pairs, 0.1, seed=0)
+    assert set(train_ids["answer"]) & set(held_ids["answer"])

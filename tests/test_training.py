@@ -298,3 +298,24 @@ def test_torchrun_two_cpu_processes_keep_batches_homogeneous(tmp_path):
     summary = json.loads((out / "train_config.json").read_text())["summary"]
     assert summary["world_size"] == 2 and summary["global_step"] == 3
     assert list(load_train_log(out)["step"]) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_reinitialise_top_layers_draws_new_weights_for_those_layers_only(bundled_model):
+    import copy
+
+    import torch
+
+    from hybrid_utils.training import reinitialise_top_layers
+
+    model = copy.deepcopy(bundled_model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert reinitialise_top_layers(model, 2, seed=1) == [10, 11]
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".layer.10." in n or ".layer.11." in n for n in changed)
+    assert any("layer.11.attention" in n for n in changed) and any("layer.10.output.dense" in n for n in changed)
+    again = copy.deepcopy(bundled_model)
+    reinitialise_top_layers(again, 2, seed=1)  # the seed decides the new weights
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    with pytest.raises(ValueError, match="must be between 0"):
+        TrainConfig(method="monolingual", reinit_top_layers=3, num_trainable_layers=2)
