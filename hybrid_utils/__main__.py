@@ -271,7 +271,8 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
                     "every --eval-every steps on the held-out 10 %%; writes results/tuning/<train-on>.csv and "
                     "the choice as .json. Never looks at the evaluation set.")
     parser.add_argument("--train-on", default="mlqa-r", help="mlqa-r or xquad-r (default: mlqa-r)")
-    parser.add_argument("--method", default="hybrid", help="batching method to tune with (default: hybrid)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="methods to tune, each with the same grid and steps (default: the four of the study)")
     parser.add_argument("--learning-rates", nargs="+", type=float, default=None, metavar="LR")
     parser.add_argument("--scales", nargs="+", type=float, default=None, metavar="SCALE")
     parser.add_argument("--layers", nargs="+", type=_positive_int, default=None, metavar="N",
@@ -281,7 +282,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
                              "(default: the cpu profile's num_trainable_layers)")
     parser.add_argument("--any-layers", action="store_true",
                         help="choose among all grid points, whatever their number of trainable layers")
-    parser.add_argument("--steps", type=_positive_int, default=240, help="steps per run (default: 240)")
+    parser.add_argument("--steps", type=_positive_int, default=200, help="steps per run (default: 200)")
     parser.add_argument("--eval-every", type=_positive_int, default=40, help="validation every N steps (default: 40)")
     parser.add_argument("--output", default=None, help="CSV file (default: results/tuning/<train-on>.csv)")
     parser.set_defaults(handler=run_tune)
@@ -291,7 +292,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
 def run_tune(args: argparse.Namespace) -> int:
     """Handler of ``tune``."""
     from hybrid_utils.profiles import get_profile
-    from hybrid_utils.tuning import DEFAULT_GRID, tune
+    from hybrid_utils.tuning import DEFAULT_GRID, TUNED_METHODS, tune
 
     if args.any_layers and args.choose_layers:
         raise CLIError("give --choose-layers or --any-layers, not both")
@@ -303,7 +304,7 @@ def run_tune(args: argparse.Namespace) -> int:
         if values:
             grid[key] = tuple(values)
     try:
-        tune(args.train_on, method=args.method, grid=grid, steps=args.steps, eval_every=args.eval_every,
+        tune(args.train_on, methods=args.methods or TUNED_METHODS, grid=grid, steps=args.steps, eval_every=args.eval_every,
              output=args.output, choose_with=choose_with)
     except (ValueError, OSError) as err:
         raise CLIError(_one_line(err)) from err

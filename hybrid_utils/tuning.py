@@ -3,10 +3,12 @@
 Hyperparameters must never be chosen on an evaluation set. Each zero-shot protocol trains on
 one data set (MLQA-R or XQuAD-R) and is evaluated on the other, so the choice is made on a
 validation split of the training set: ``eval_holdout`` of its question ids (all language
-versions of a held-out question leave training together; the split is fixed, see
-:data:`hybrid_utils.config.HOLDOUT_SEED`).
+versions of a held-out question leave training together, and so do all questions that share a
+paragraph or an answer sentence with it, :func:`hybrid_utils.data.question_groups`, so no
+held-out answer is trained on; the split is fixed, see :data:`hybrid_utils.config.HOLDOUT_SEED`).
 
-:func:`tune` trains one run per grid point and, every ``eval_every`` steps, evaluates the
+:func:`tune` trains one run per method and grid point (every method the same grid: an equal
+tuning budget) and, every ``eval_every`` steps, evaluates the
 model in LAReQA fashion on the held-out questions against the sentences of their paragraphs
 in every language (:func:`hybrid_utils.data.subset_lareqa` with ``pool="paragraphs"``: the
 hardest in-domain negatives, and small enough to evaluate in seconds). It writes one CSV row
@@ -33,7 +35,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 from transformers import TrainerCallback
 
-__all__ = ["ValidationCallback", "validation_dataset", "tune", "choose", "describe_tuning", "DEFAULT_GRID"]
+__all__ = ["ValidationCallback", "validation_dataset", "tune", "choose", "describe_tuning", "DEFAULT_GRID",
+           "TUNED_METHODS"]
 
 TUNING_COLUMNS = ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step", "mono_map", "cross_map",
                   "multilingual_map", "language_bias", "score", "seconds"]
@@ -78,64 +81,90 @@ class ValidationCallback(TrainerCallback):
             self.measure(state.global_step)
 
 
-DEFAULT_GRID = {"num_trainable_layers": (2, 4), "learning_rate": (1e-4, 3e-4), "scale": (50.0,)}
+DEFAULT_GRID = {"learning_rate": (1e-4, 3e-4), "scale": (20.0, 50.0)}
+#: every trained method of the study gets the same grid and the same steps (equal tuning budget); the adversarial
+#: method's lambda is chosen by the lambda sweep on the same held-out questions (``adversarial_sweep.csv``)
+TUNED_METHODS = ("monolingual", "cross-lingual", "hybrid", "adversarial")
+_POINT = ["method", "learning_rate", "scale", "num_trainable_layers"]
 
 
-def tune(train_on: str = "mlqa-r", method: str = "hybrid", grid: Mapping[str, Sequence] | None = None,
-         steps: int = 240, eval_every: int = 40, output: str | Path | None = None,
+def _label(method: str, point: Mapping) -> str:
+    return "-".join([method] + [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in point.items()])
+
+
+def _done(frame: pd.DataFrame, method: str, point: Mapping, steps: int) -> bool:
+    """Whether ``frame`` already holds this method's grid point up to ``steps`` (a resumed search skips it)."""
+    if frame.empty:
+        return False
+    rows = frame[frame["method"] == method]
+    for key, value in point.items():
+        rows = rows[rows[key].astype(float) == float(value)] if key in rows else rows.iloc[0:0]
+    return not rows.empty and int(rows["step"].max()) >= int(steps)
+
+
+def _validate_point(config, train_on: str, eval_every: int) -> tuple[list[dict], float, int]:
+    """Train one grid point from scratch and return its validation rows, seconds and validation questions."""
+    from .training import build_training_run
+
+    if config.eval_holdout <= 0:
+        raise ValueError("tuning needs held-out questions: eval_holdout > 0")
+    shutil.rmtree(config.output_dir, ignore_errors=True)  # a fresh run: no step log of an earlier attempt
+    run = build_training_run(config, log=None)
+    validation = validation_dataset(train_on, run.info["heldout_question_ids"], languages=config.languages)
+    callback = ValidationCallback(run.model, validation, every=eval_every)
+    run.trainer.add_callback(callback)
+    start = time.perf_counter()
+    with run.attached():
+        run.trainer.train()
+    return callback.rows, time.perf_counter() - start, len(validation.questions)
+
+
+def tune(train_on: str = "mlqa-r", methods: Sequence[str] = TUNED_METHODS, grid: Mapping[str, Sequence] | None = None,
+         steps: int = 200, eval_every: int = 40, output: str | Path | None = None,
          runs_dir: str | Path = "runs/tuning", log=print, choose_with: Mapping | None = None,
          **overrides) -> pd.DataFrame:
-    """Train ``method`` on ``train_on`` for every point of ``grid`` and track validation mAP.
+    """Train every method at every point of ``grid`` on ``train_on`` and track validation mAP.
 
+    Every method gets the same grid, steps and validation questions: the same tuning budget.
     ``grid`` maps :class:`~hybrid_utils.config.TrainConfig` fields to the values to try
     (default :data:`DEFAULT_GRID`). Returns (and writes to ``output``, default
-    ``results/tuning/<train_on>.csv``, rewritten after every grid point, and appending to the
-    rows already there for other grid points) one row per grid point and evaluated step; see
-    :func:`choose` for the decision, written to ``<output>.json``; ``choose_with`` restricts it to
-    grid points with these values (e.g. ``{"num_trainable_layers": 2}``, the compute budget's choice),
-    as :mod:`hybrid_utils.profiles` does. ``overrides`` go to every run's config.
+    ``results/tuning/<train_on>.csv``, rewritten after every grid point, keeping the rows already there
+    for other grid points) one row per method, grid point and evaluated step. A grid point whose rows
+    are already there is not trained again, so an interrupted search resumes. The choice per method
+    (:func:`choose`) goes to ``<output>.json``; ``choose_with`` restricts it to grid points with these
+    values. ``overrides`` go to every run's config.
     """
     from .config import TrainConfig
-    from .training import build_training_run
 
     log = log or (lambda *args, **kwargs: None)
     grid = dict(grid or DEFAULT_GRID)
     name = Path(str(train_on)).name
     output = Path(output or Path("results") / "tuning" / f"{name}.csv")
-    previous = pd.read_csv(output) if output.exists() else pd.DataFrame(columns=TUNING_COLUMNS)
-    rows: list[dict] = []
+    frame = pd.read_csv(output) if output.exists() else pd.DataFrame(columns=TUNING_COLUMNS)
     keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, values))
-        label = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in point.items())
-        settings = dict(method=method, train_on=train_on, steps=int(steps), output_dir=str(Path(runs_dir) / name / label),
-                        save_steps=0, resume=False, show_progress=False)
-        settings.update(overrides)
-        settings.update(point)
-        config = TrainConfig(**settings)
-        if config.eval_holdout <= 0:
-            raise ValueError("tuning needs held-out questions: eval_holdout > 0")
-        shutil.rmtree(config.output_dir, ignore_errors=True)  # a fresh run: no step log of an earlier attempt
-        run = build_training_run(config, log=None)
-        validation = validation_dataset(train_on, run.info["heldout_question_ids"], languages=config.languages)
-        callback = ValidationCallback(run.model, validation, every=eval_every)
-        run.trainer.add_callback(callback)
-        start = time.perf_counter()
-        with run.attached():
-            run.trainer.train()
-        seconds = time.perf_counter() - start
-        fixed = {"train_on": name, "method": method, "learning_rate": config.learning_rate, "scale": config.scale,
-                 "num_trainable_layers": config.num_trainable_layers}
-        rows += [{**fixed, **row, "seconds": round(seconds, 1)} for row in callback.rows]
-        best = max(callback.rows, key=lambda r: r["score"])
-        log(f"{label}: validation score {callback.rows[0]['score']:.4f} at step 0, best {best['score']:.4f} at step "
-            f"{best['step']} ({seconds:.0f} s, {len(validation.questions)} validation questions)")
-        frame = _merge(previous, pd.DataFrame(rows, columns=TUNING_COLUMNS))
-        output.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(output, index=False)  # after every grid point: an interrupted search keeps its evidence
-    choice = choose(frame, **dict(choose_with or {}))
-    output.with_suffix(".json").write_text(json.dumps(choice, indent=2))
-    log(f"chosen: {choice}")
+    for method in methods:
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(zip(keys, values))
+            label = _label(method, point)
+            if _done(frame, method, point, steps):
+                log(f"{label}: already in {output}")
+                continue
+            settings = dict(method=method, train_on=train_on, steps=int(steps), save_steps=0, resume=False,
+                            output_dir=str(Path(runs_dir) / name / label), show_progress=False)
+            config = TrainConfig(**{**settings, **overrides, **point})
+            rows, seconds, n_questions = _validate_point(config, train_on, eval_every)
+            fixed = {"train_on": name, "method": method, "learning_rate": config.learning_rate, "scale": config.scale,
+                     "num_trainable_layers": config.num_trainable_layers}
+            new = pd.DataFrame([{**fixed, **row, "seconds": round(seconds, 1)} for row in rows], columns=TUNING_COLUMNS)
+            frame = _merge(frame, new)
+            best = max(rows, key=lambda r: r["score"])
+            log(f"{label}: validation score {rows[0]['score']:.4f} at step 0, best {best['score']:.4f} at step "
+                f"{best['step']} ({seconds:.0f} s, {n_questions} validation questions)")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(output, index=False)  # after every grid point: an interrupted search keeps its evidence
+    choices = {method: choose(frame, method=method, **dict(choose_with or {})) for method in methods}
+    output.with_suffix(".json").write_text(json.dumps(choices, indent=2))
+    log(f"chosen: {choices}")
     return frame
 
 
@@ -143,30 +172,33 @@ def _merge(previous: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """``new`` rows replace earlier rows of the same grid point."""
     if previous.empty:
         return new
-    key = ["method", "learning_rate", "scale", "num_trainable_layers"]
+    key = _POINT
     points = set(map(tuple, new[key].astype(str).values))
     keep = previous[[tuple(r) not in points for r in previous[key].astype(str).values]]
     return pd.concat([keep, new], ignore_index=True)
 
 
-def choose(frame: pd.DataFrame, tolerance: float = 0.002, **fixed) -> dict:
+def choose(frame: pd.DataFrame, tolerance: float = 0.002, method: str | None = None, **fixed) -> dict:
     """The grid point with the best validation score, and the step where its curve flattened.
 
     ``steps`` is the first evaluated step whose score is within ``tolerance`` of that run's best.
+    ``method``: choose among that method's rows only (each method is tuned on its own curves).
     Keyword arguments restrict the choice to grid points with these values (e.g.
     ``num_trainable_layers=2`` when the compute budget fixes it).
     """
+    if method is not None:
+        frame = frame[frame["method"] == method]
     for key, value in fixed.items():
         frame = frame[frame[key] == value]
     if frame.empty:
         raise ValueError(f"no tuning rows with {fixed}")
     best = frame.loc[frame["score"].idxmax()]
-    curve = frame[(frame["learning_rate"] == best["learning_rate"]) & (frame["scale"] == best["scale"])
+    curve = frame[(frame["method"] == best["method"]) & (frame["learning_rate"] == best["learning_rate"]) & (frame["scale"] == best["scale"])
                   & (frame["num_trainable_layers"] == best["num_trainable_layers"])]
     curve = curve.sort_values("step")
     flat = curve[curve["score"] >= best["score"] - tolerance].iloc[0]
     start = curve.iloc[0]
-    return {"learning_rate": float(best["learning_rate"]), "scale": float(best["scale"]),
+    return {"method": str(best["method"]), "learning_rate": float(best["learning_rate"]), "scale": float(best["scale"]),
             "num_trainable_layers": int(best["num_trainable_layers"]), "steps": int(flat["step"]),
             "best_step": int(best["step"]), "best_score": round(float(best["score"]), 4),
             "score_at_steps": round(float(flat["score"]), 4), "score_at_step_0": round(float(start["score"]), 4),
@@ -174,16 +206,17 @@ def choose(frame: pd.DataFrame, tolerance: float = 0.002, **fixed) -> dict:
 
 
 def describe_tuning(frames: Mapping[str, pd.DataFrame], **fixed) -> str:
-    """One line per training set: the choice (restricted to ``fixed`` values) and, if different, the overall best."""
+    """One line per training set and method: the choice (restricted to ``fixed`` values) and, if different, the best."""
     lines = []
     for name, frame in frames.items():
-        c = choose(frame, **fixed)
-        line = (f"- {name}: top {c['num_trainable_layers']} layers, lr {c['learning_rate']:g}, scale {c['scale']:g}, "
-                f"{c['steps']} steps (validation score {c['score_at_step_0']:.3f} untrained -> "
-                f"{c['score_at_steps']:.3f}; best {c['best_score']:.3f} at step {c['best_step']})")
-        overall = choose(frame)
-        if fixed and overall["best_score"] > c["best_score"]:
-            line += (f"; without the budget's {fixed}: top {overall['num_trainable_layers']} layers, lr "
-                     f"{overall['learning_rate']:g}, scale {overall['scale']:g} reach {overall['best_score']:.3f}")
-        lines.append(line)
+        for method in dict.fromkeys(frame["method"]):
+            c = choose(frame, method=method, **fixed)
+            line = (f"- {name}, {method}: top {c['num_trainable_layers']} layers, lr {c['learning_rate']:g}, "
+                    f"scale {c['scale']:g}, {c['steps']} steps (validation score {c['score_at_step_0']:.3f} untrained "
+                    f"-> {c['score_at_steps']:.3f}; best {c['best_score']:.3f} at step {c['best_step']})")
+            overall = choose(frame, method=method)
+            if fixed and overall["best_score"] > c["best_score"]:
+                line += (f"; without the budget's {fixed}: top {overall['num_trainable_layers']} layers, lr "
+                         f"{overall['learning_rate']:g}, scale {overall['scale']:g} reach {overall['best_score']:.3f}")
+            lines.append(line)
     return "\n".join(lines)

@@ -11,8 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hybrid_utils.tuning import choose
 
 
-def _curve(lr, scale, layers, scores):
-    return [{"train_on": "mlqa-r", "method": "hybrid", "learning_rate": lr, "scale": scale,
+def _curve(lr, scale, layers, scores, method="hybrid"):
+    return [{"train_on": "mlqa-r", "method": method, "learning_rate": lr, "scale": scale,
              "num_trainable_layers": layers, "step": 40 * i, "score": s} for i, s in enumerate(scores)]
 
 
@@ -25,6 +25,11 @@ def test_choose_takes_the_best_point_and_the_step_where_it_flattened():
     assert choice["best_step"] == 160 and choice["best_score"] == pytest.approx(0.680)
     assert choice["steps"] == 120  # 0.679 is within 0.002 of 0.680; 0.676 is not
     assert choose(frame, tolerance=0.0)["steps"] == 160
+    # each method is chosen on its own curves: a better curve of another method does not count
+    both = pd.concat([frame, pd.DataFrame(_curve(1e-4, 20.0, 2, [0.60, 0.70, 0.71, 0.71, 0.71], "monolingual"))])
+    assert choose(both, method="hybrid")["learning_rate"] == 3e-4
+    mono = choose(both, method="monolingual")
+    assert (mono["method"], mono["learning_rate"], mono["scale"], mono["steps"]) == ("monolingual", 1e-4, 20.0, 80)
 
 
 @pytest.mark.slow
@@ -32,7 +37,7 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
     from hybrid_utils.tuning import tune
 
     out = tmp_path / "tuning.csv"
-    frame = tune("mlqa-r", grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
+    frame = tune("mlqa-r", methods=["hybrid"], grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
                  runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8,
                  choose_with={"num_trainable_layers": 2})
     assert list(frame.columns[:6]) == ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step"]
@@ -43,7 +48,11 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
     assert start.max() - start.min() < 1e-9
     assert (frame[frame["step"] == 4]["score"] != start.iloc[0]).all()
     assert frame[["mono_map", "cross_map", "multilingual_map"]].apply(lambda c: c.between(0, 1)).all().all()
-    saved = json.loads(out.with_suffix(".json").read_text())
+    saved = json.loads(out.with_suffix(".json").read_text())["hybrid"]
     assert saved["learning_rate"] in (1e-4, 1e-3) and saved["steps"] in (0, 2, 4)
     assert saved["fixed"] == {"num_trainable_layers": 2}  # the same restriction as the profile's choice
     assert pd.read_csv(out).shape == frame.shape
+    seconds = list(frame["seconds"])
+    again = tune("mlqa-r", methods=["hybrid"], grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
+                 runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8)
+    assert list(again["seconds"]) == seconds  # resumed: both grid points were already there, nothing retrained
