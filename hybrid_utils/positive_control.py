@@ -36,9 +36,9 @@ __all__ = ["SETTINGS", "COLUMNS", "run_positive_control", "trade_off", "describe
 SETTINGS: dict[str, dict] = {
     "pretrained-top2-120": {"train_on": "mlqa-r", "num_trainable_layers": 2, "steps": 120, "learning_rate": 1e-4},
     "pretrained-top2-120-xquad": {"train_on": "xquad-r", "num_trainable_layers": 2, "steps": 120, "learning_rate": 1e-4},
-    "reinit-top2-480": {"train_on": "mlqa-r", "reinit_top_layers": 2, "num_trainable_layers": 2, "steps": 480,
+    "reinit-top2-240": {"train_on": "mlqa-r", "reinit_top_layers": 2, "num_trainable_layers": 2, "steps": 240,
                         "learning_rate": 3e-4},
-    "reinit-top4-480": {"train_on": "mlqa-r", "reinit_top_layers": 4, "num_trainable_layers": 4, "steps": 480,
+    "reinit-top4-240": {"train_on": "mlqa-r", "reinit_top_layers": 4, "num_trainable_layers": 4, "steps": 240,
                         "learning_rate": 3e-4},
 }
 COLUMNS = ["setting", "train_on", "method", "seed", "step", "mono_map", "cross_map", "multilingual_map",

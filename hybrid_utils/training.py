@@ -159,8 +159,10 @@ def apply_trainable(model, trainable: str = "cpu-default", num_trainable_layers:
 
 
 def reinitialise_top_layers(model, n: int, seed: int) -> list[int]:
-    """Draw the weights of the top ``n`` transformer layers afresh (the Hugging Face model's own initialiser).
+    """Draw the weights of the top ``n`` transformer layers afresh, as BERT initialises them.
 
+    Linear weights ~ N(0, ``initializer_range``) and zero biases, LayerNorms at weight 1 and bias 0 (written
+    out here because ``transformers``' own ``_init_weights`` skips weights that were loaded from a checkpoint).
     The model then has to learn retrieval in those layers from the training batches, as a masked language model
     does; with a pretrained retriever such as multilingual-e5 the batches barely matter (the study's positive
     control, :mod:`hybrid_utils.positive_control`). Returns the indices of the re-initialised layers.
@@ -168,17 +170,22 @@ def reinitialise_top_layers(model, n: int, seed: int) -> list[int]:
     import torch
 
     transformer = model[0].auto_model
-    layers = sorted({i for name, _ in transformer.named_parameters() if (i := _layer_index(name)) is not None})
+    layers = transformer.encoder.layer
     if not 0 < n <= len(layers):
         raise ValueError(f"reinit_top_layers={n} but the model has {len(layers)} layers")
-    chosen = layers[-n:]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for name, module in transformer.named_modules():
-        parts = name.split(".")
-        if len(parts) >= 2 and parts[-2] == "layer" and parts[-1].isdigit() and int(parts[-1]) in chosen:
-            module.apply(transformer._init_weights)
-    torch.random.set_rng_state(generator_state)
+    std = float(getattr(transformer.config, "initializer_range", 0.02))
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = list(range(len(layers) - n, len(layers)))
+    with torch.no_grad():
+        for index in chosen:
+            for module in layers[index].modules():
+                if isinstance(module, nn.Linear):
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                    if module.bias is not None:
+                        module.bias.zero_()
+                elif isinstance(module, nn.LayerNorm):
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
     return chosen
 
 
