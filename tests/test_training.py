@@ -314,6 +314,10 @@ def test_reinitialise_top_layers_draws_new_weights_for_those_layers_only(bundled
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(".layer.10." in n or ".layer.11." in n for n in changed)
     assert any("layer.11.attention" in n for n in changed) and any("layer.10.output.dense" in n for n in changed)
+    query = dict(model.named_parameters())["0.model.encoder.layer.11.attention.self.query.weight"]
+    assert float(query.std()) == pytest.approx(0.02, rel=0.05)  # BERT's initializer_range, not the trained 0.09
+    texts = ["query: where is the cat?", "passage: The cat sits on the mat."]
+    assert not torch.allclose(model.encode(texts, convert_to_tensor=True), bundled_model.encode(texts, convert_to_tensor=True))
     again = copy.deepcopy(bundled_model)
     reinitialise_top_layers(again, 2, seed=1)  # the seed decides the new weights
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
