@@ -195,7 +195,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # None: the cpu profile's value for this training set (tuned per training set, see profiles.py)
-        for key, value in _CPU.training_defaults(Path(str(self.train_on)).name).items():
+        for key, value in _CPU.training_defaults(Path(str(self.train_on)).name, self.method).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if self.method not in METHOD_NAMES:

@@ -131,8 +131,8 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
         for train_on, eval_on in protocols:
             out = result_path(profile, model, ZERO_SHOT, eval_on)
             plan.evaluations.append(PlannedEvaluation(model, ZERO_SHOT, eval_on, str(out), out.exists()))
-            steps = int(profile.training_defaults(train_on)["steps"])
             for method in methods or profile.methods:
+                steps = int(profile.training_defaults(train_on, method)["steps"])
                 for seed in seeds:
                     folder = run_dir(profile, model, method, train_on, seed)
                     done = is_finished_run(folder) and not _changed(folder, train_config(profile, method, train_on,

@@ -84,9 +84,10 @@ class Profile:
     seeds: tuple[int, ...] = (1,)
     study_seeds: tuple[int, ...] = (1, 2, 3)
     # the adversarial lambda sweep of the committed study (one protocol)
-    lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
+    # lambda is chosen on held-out training questions (hybrid_utils.tuning.choose_lambda); 3 seeds per value
+    lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
     sweep_train_on: str = "mlqa-r"
-    sweep_seeds: tuple[int, ...] = (1,)
+    sweep_seeds: tuple[int, ...] = (1, 2, 3)
     # the alpha sweep (`reproduce --alpha-sweep`): hybrid at these alphas (0 and 1 reuse the cross-lingual and
     # monolingual runs, the profile's alpha the hybrid one) on the sweep protocol, with these seeds
     alpha_sweep: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -108,10 +109,16 @@ class Profile:
     per_train_set: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
-    def training_defaults(self, train_on: str | None = None) -> dict:
-        """``steps``, ``learning_rate``, ``scale`` and ``num_trainable_layers`` for runs trained on ``train_on``."""
+    def training_defaults(self, train_on: str | None = None, method: str | None = None) -> dict:
+        """``steps``, ``learning_rate``, ``scale`` and ``num_trainable_layers`` for ``method`` trained on ``train_on``.
+
+        The profile's fields, overridden by ``per_train_set[train_on]``, overridden by
+        ``per_train_set[train_on]["methods"][method]`` (each method's own tuning, ``results/tuning/``).
+        """
         values = {key: getattr(self, key) for key in TUNED}
-        values.update(self.per_train_set.get(str(train_on), {}))
+        per_set = self.per_train_set.get(str(train_on), {})
+        values.update({k: v for k, v in per_set.items() if k in TUNED})
+        values.update({k: v for k, v in per_set.get("methods", {}).get(str(method), {}).items() if k in TUNED})
         return values
 
     def to_dict(self) -> dict:
@@ -121,7 +128,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", steps=3, batch_size=8, limit_pairs=2500, limit_questions=25, study_seeds=(1, 2), center_sample=16,
-        lambda_sweep=(0.0, 1.0),
+        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,),
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",
     ),
@@ -149,6 +156,14 @@ PROFILES = {
 }
 
 
+def _without(values: dict, keys: set) -> dict:
+    """A ``per_train_set`` entry without ``keys``, in its per-method values too."""
+    out = {k: v for k, v in values.items() if k not in keys and k != "methods"}
+    if "methods" in values:
+        out["methods"] = {m: {k: v for k, v in mv.items() if k not in keys} for m, mv in values["methods"].items()}
+    return out
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -171,6 +186,5 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     profile = PROFILES[name]
     tuned = set(overrides) & set(TUNED)
     if tuned and "per_train_set" not in overrides:  # an explicit value wins over the per-training-set choices
-        overrides["per_train_set"] = {train_on: {k: v for k, v in values.items() if k not in tuned}
-                                      for train_on, values in profile.per_train_set.items()}
+        overrides["per_train_set"] = {train_on: _without(values, tuned) for train_on, values in profile.per_train_set.items()}
     return replace(profile, **overrides)

@@ -35,7 +35,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 from transformers import TrainerCallback
 
-__all__ = ["ValidationCallback", "validation_dataset", "tune", "choose", "describe_tuning", "DEFAULT_GRID",
+__all__ = ["ValidationCallback", "validation_dataset", "validate_run", "validation_row", "choose_lambda",
+           "VALIDATION_COLUMNS", "tune", "choose", "describe_tuning", "DEFAULT_GRID",
            "TUNED_METHODS"]
 
 TUNING_COLUMNS = ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step", "mono_map", "cross_map",
@@ -47,6 +48,54 @@ def validation_dataset(train_on: str, question_ids: Sequence[str], languages=Non
     from .data import load_lareqa, subset_lareqa
 
     return subset_lareqa(load_lareqa(train_on, languages=languages), question_ids, pool="paragraphs")
+
+
+def validate_run(run_dir: str | Path, model=None, probe: bool = True) -> dict:
+    """Evaluate a finished run on the held-out questions of its own training set (never the evaluation set).
+
+    The held-out ids are the ones the run saved (``heldout_question_ids.json``); the pool is the sentences of
+    their paragraphs in every language, as in :func:`tune`. ``probe``: also the language probes (raw and on
+    centred embeddings) and the translation margin, where :func:`~hybrid_utils.evaluation.evaluate_lareqa`
+    computes them, so the adversary is judged by a *freshly trained* probe, not by its own discriminator.
+    """
+    from .config import HELDOUT_NAME
+    from .encoder import load_encoder
+    from .evaluation import evaluate_lareqa
+
+    saved = json.loads((Path(run_dir) / HELDOUT_NAME).read_text())
+    validation = validation_dataset(saved["train_on"], saved["question_ids"])
+    model = model or load_encoder(str(run_dir))
+    return evaluate_lareqa(model, validation, show_progress_bar=False, probe=probe)
+
+
+#: the held-out validation columns of a run (``validation_row``); ``val_score`` is the mean of the three mAPs
+VALIDATION_COLUMNS = ["val_mono_map", "val_cross_map", "val_multilingual_map", "val_language_bias", "val_score",
+                      "val_probe_accuracy", "val_probe_accuracy_centered", "val_translation_margin"]
+
+
+def validation_row(run_dir: str | Path, model=None) -> dict:
+    """:func:`validate_run` as one row of :data:`VALIDATION_COLUMNS` (a probe the evaluation lacks: None)."""
+    result = validate_run(run_dir, model)
+    row = {f"val_{key}": result.get(key) for key in ("mono_map", "cross_map", "multilingual_map", "language_bias",
+                                                      "probe_accuracy", "probe_accuracy_centered",
+                                                      "translation_margin")}
+    row["val_score"] = (row["val_mono_map"] + row["val_cross_map"] + row["val_multilingual_map"]) / 3
+    return row
+
+
+def choose_lambda(sweep: pd.DataFrame) -> dict:
+    """The adversary's ``lambda_max``: the best mean validation score over seeds among ``lambda_max > 0``.
+
+    The same criterion as every other method's tuning (:func:`choose`: the mean of mono-, cross- and
+    multilingual mAP on held-out training questions); ``lambda_max = 0`` is left out because it is the
+    monolingual method, not an adversary.
+    """
+    means = sweep[sweep["lambda_max"] > 0].groupby("lambda_max")["val_score"].agg(["mean", "std", "count"])
+    if means.empty:
+        raise ValueError("no lambda_max > 0 with validation scores in the sweep")
+    best = means["mean"].idxmax()
+    return {"lambda_max": float(best), "val_score": round(float(means.loc[best, "mean"]), 4),
+            "val_score_sd": round(float(means.loc[best, "std"]), 4), "seeds": int(means.loc[best, "count"])}
 
 
 class ValidationCallback(TrainerCallback):

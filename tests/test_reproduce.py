@@ -62,10 +62,16 @@ def test_study_writes_tables_json_and_figures(study):
     assert (comparisons["ci_low"] <= comparisons["diff"]).all() and (comparisons["diff"] <= comparisons["ci_high"]).all()
 
     sweep = pd.read_csv(results / "adversarial_sweep.csv")
-    assert list(sweep.columns) == ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy", "mono_map",
-                                   "cross_map", "multilingual_map", "language_bias"]
+    from hybrid_utils.report import SWEEP_COLUMNS
+    from hybrid_utils.tuning import choose_lambda
+
+    assert list(sweep.columns) == SWEEP_COLUMNS
     assert sweep["lambda_max"].tolist() == [0.0, 1.0]
     assert sweep["discriminator_accuracy"].between(0, 1).all()
+    # lambda is chosen on held-out training questions (val_*), the evaluation set's columns are only reported
+    assert sweep[["val_mono_map", "val_score", "val_probe_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert sweep["mono_map"].between(0, 1).all()
+    assert choose_lambda(sweep)["lambda_max"] == 1.0  # lambda 0 is the monolingual method, never the adversary
 
     figures = sorted(p.name for p in (results / "figures").iterdir())
     assert figures == ["adversarial_sweep.png", "multilingual-e5-small_xquad-r_bias_and_languages.png",

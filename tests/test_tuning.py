@@ -56,3 +56,27 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
     again = tune("mlqa-r", methods=["hybrid"], grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
                  runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8)
     assert list(again["seconds"]) == seconds  # resumed: both grid points were already there, nothing retrained
+
+
+def test_choose_lambda_takes_the_best_mean_validation_score_among_real_adversaries():
+    from hybrid_utils.tuning import choose_lambda
+
+    sweep = pd.DataFrame({"lambda_max": [0.0, 0.0, 0.3, 0.3, 1.0, 1.0],
+                          "val_score": [0.70, 0.70, 0.66, 0.68, 0.69, 0.67]})
+    choice = choose_lambda(sweep)
+    assert choice["lambda_max"] == 1.0 and choice["val_score"] == pytest.approx(0.68) and choice["seeds"] == 2
+    with pytest.raises(ValueError, match="no lambda_max > 0"):
+        choose_lambda(sweep[sweep["lambda_max"] == 0])
+
+
+def test_each_method_trains_with_its_own_tuned_values():
+    from dataclasses import replace
+
+    from hybrid_utils.profiles import PROFILES
+
+    profile = replace(PROFILES["cpu"], per_train_set={"mlqa-r": {"scale": 20.0, "methods": {
+        "monolingual": {"learning_rate": 3e-4, "steps": 80}}}})
+    assert profile.training_defaults("mlqa-r", "monolingual") == {
+        "steps": 80, "learning_rate": 3e-4, "scale": 20.0, "num_trainable_layers": profile.num_trainable_layers}
+    assert profile.training_defaults("mlqa-r", "hybrid")["learning_rate"] == profile.learning_rate
+    assert profile.training_defaults("xquad-r", "monolingual")["steps"] == profile.steps
