@@ -191,34 +191,49 @@ def plot_loss_curves(logs: dict, ax=None, column: str = "loss", smooth: int = 10
 
 
 def plot_lambda_sweep(sweep: pd.DataFrame, chance: float | None = None, axes=None):
-    """The adversarial lambda sweep: discriminator and probe accuracy (left), multilingual mAP and rank distance (right)."""
+    """The lambda sweep on held-out training questions, mean ± sd over seeds: language information (left), score (right).
+
+    Left: the discriminator's own held-out accuracy at the end of training and a freshly trained probe on
+    centred embeddings (where the sweep has it; else the raw probe of the evaluation set). Right: the validation
+    score that chooses lambda (mean of the three mAPs) and the translation margin.
+    """
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    mean = sweep.groupby("lambda_max").mean(numeric_only=True).reset_index()
-    xs = np.arange(len(mean))
+    stats = sweep.groupby("lambda_max").agg(["mean", "std"])
+    xs = np.arange(len(stats))
+
+    def line(ax, key, fmt, label, **kwargs):
+        if key in sweep and sweep[key].notna().any():
+            ax.errorbar(xs, stats[(key, "mean")], yerr=stats[(key, "std")].fillna(0), fmt=fmt, capsize=3,
+                        label=label, **kwargs)
+
     ax = axes[0]
-    ax.plot(xs, mean["discriminator_accuracy"], "o-", label="discriminator, held-out texts (end of training)")
-    ax.plot(xs, mean["probe_accuracy"], "s-", label="fresh language probe (evaluation set)")
+    line(ax, "discriminator_accuracy", "o-", "discriminator, held-out texts (end of training)")
+    probe = "val_probe_accuracy_centered" if "val_probe_accuracy_centered" in sweep else "probe_accuracy"
+    line(ax, probe, "s-", "fresh probe, centred embeddings" if probe.startswith("val_") else "fresh probe (evaluation set)")
     if chance:
-        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance (discriminator) = {chance:.2f}")
-    ax.set_xticks(xs, [f"{v:g}" for v in mean["lambda_max"]])
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance = {chance:.2f}")
+    ax.set_xticks(xs, [f"{v:g}" for v in stats.index])
     ax.set_xlabel("λ_max")
     ax.set_ylabel("language-identification accuracy")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax = axes[1]
-    ax.plot(xs, mean["multilingual_map"], "o-", color="#2ca02c", label="multilingual mAP")
-    ax.plot(xs, mean["mono_map"], "^--", color="#1f77b4", label="monolingual mAP")
-    ax.set_xticks(xs, [f"{v:g}" for v in mean["lambda_max"]])
+    score = "val_score" if "val_score" in sweep else "multilingual_map"
+    line(ax, score, "o-", "validation score (mean of 3 mAPs)" if score == "val_score" else "multilingual mAP",
+         color="#2ca02c")
+    ax.set_xticks(xs, [f"{v:g}" for v in stats.index])
     ax.set_xlabel("λ_max")
     ax.set_ylabel("mAP")
     twin = ax.twinx()
-    twin.plot(xs, mean["language_bias"], "s:", color="#d62728", label="rank distance")
-    twin.set_ylabel("rank distance")
+    if "val_translation_margin" in sweep:
+        line(twin, "val_translation_margin", "s:", "translation margin", color="#d62728")
+        twin.set_ylabel("translation margin")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center right")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
+    axes[0].figure.tight_layout()
     return axes
 
 

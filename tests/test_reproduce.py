@@ -105,15 +105,17 @@ def test_unknown_method_is_refused_before_any_work(tmp_path):
 def test_describe_sweep_says_when_the_discriminator_is_fooled_and_what_the_probe_finds():
     from hybrid_utils.report import describe_sweep
 
-    sweep = pd.DataFrame({"lambda_max": [0.0, 1.0, 3.0], "seed": [1, 1, 1],
-                          "discriminator_accuracy": [0.98, 0.95, 0.2], "probe_accuracy": [1.0, 1.0, 0.99],
-                          "mono_map": [0.8] * 3, "cross_map": [0.68] * 3, "multilingual_map": [0.46, 0.47, 0.49],
-                          "language_bias": [609.0, 591.0, 733.0]})
+    sweep = pd.DataFrame({"lambda_max": [0.0, 0.0, 1.0, 1.0, 3.0, 3.0], "seed": [1, 2] * 3,
+                          "discriminator_accuracy": [0.98, 0.96, 0.95, 0.93, 0.2, 0.22],
+                          "val_probe_accuracy_centered": [0.40, 0.42, 0.41, 0.41, 0.40, 0.42],
+                          "val_translation_margin": [0.07] * 6, "val_score": [0.70, 0.70, 0.71, 0.69, 0.66, 0.68]})
     text = describe_sweep(sweep, chance=1 / 7)
-    assert "- lambda_max 3: 0.20 / 0.99 / 0.490 / 733" in text
+    assert "- lambda_max 3 (2 seeds): 0.21 ± 0.01 / 0.41 ± 0.01 / 0.070 ± 0.000 / 0.670 ± 0.014" in text
+    assert "chosen on held-out training questions: lambda_max 1 (validation score 0.700" in text
     assert "fooled from lambda_max 3" in text and "hidden from that discriminator, not removed" in text
-    assert "733 vs 609" in text
-    never = describe_sweep(sweep.iloc[:2], chance=1 / 7)
+    reduced = sweep.assign(val_probe_accuracy_centered=[0.40, 0.42, 0.35, 0.35, 0.20, 0.22])
+    assert "the language information is reduced" in describe_sweep(reduced, chance=1 / 7)
+    never = describe_sweep(sweep.iloc[:4], chance=1 / 7)
     assert "fooled the discriminator at no lambda_max" in never
 
 
