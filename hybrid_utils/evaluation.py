@@ -255,6 +255,25 @@ def evaluate_lareqa(
       language versions (XQuAD-R) the mean of ``multilingual_ap`` over ids equals
       ``multilingual_map_micro``; the macro averages above are computed as before and are
       not affected.
+    * ``per_query``: the values behind the table's macro averages, one entry per question
+      row (question, query language) in the order of ``dataset.questions``:
+      ``{"question": [...], "language": [...], "mono_ap": [...], "cross_ap": [...],
+      "multilingual_ap": [...], "rank_distance": [...]}`` (equal-length lists). The mean
+      over query languages X of the mean over X's entries (``None`` skipped, see
+      :func:`hybrid_utils.bootstrap.macro_over_languages`) reproduces ``mono_map``,
+      ``cross_map``, ``multilingual_map`` and ``language_bias`` (to ~1e-6; values are
+      rounded to 6 decimals; ``question`` is the index of the id in ``per_question["question_id"]``,
+      which keeps the file small), so :mod:`hybrid_utils.stats` can resample the very number a
+      table shows. ``per_question`` averages over all of an id's languages, which differs
+      from that macro on unbalanced data (MLQA-R: 1,148 English queries, ~510 per other
+      language). ``mono_ap``, ``multilingual_ap`` and ``rank_distance`` (an int) are the
+      query's own values. ``cross_map`` is a mean over the (X, Y) settings, each the mean over
+      X's queries with an answer in Y, so ``cross_ap`` is the query's *share* of it: with
+      ``n_XY`` such queries, ``n_X`` queries of X with any answer in another language, ``S``
+      cross settings and ``L`` query languages that have one, ``cross_ap = (L n_X / S)
+      sum_Y AP(q, Y) / n_XY``. Where every id exists in every language (XQuAD-R) this is the
+      plain mean over the other languages' pools; on MLQA-R it weights a pool with few
+      queries of X more, exactly as the settings mean does.
     * ``probe_accuracy`` (language-identification probe): how much language information
       the candidate embeddings still carry (adversarial training tries to remove it). For
       every question id with an answer sentence in at least two languages, its answer
@@ -267,6 +286,14 @@ def evaluate_lareqa(
       ``probe_chance`` (1 / number of languages in the probe), ``probe_n_train`` and
       ``probe_n_test`` (sentences); all four are ``None`` when the probe is off or has too
       little data. It takes a few seconds on XQuAD-R (13k candidates, 384 dims).
+      It saturates (a per-language offset suffices to identify the language), so two more
+      measures of :mod:`hybrid_utils.language_information` come with it:
+      ``probe_accuracy_centered`` (same split, after removing each language's mean estimated on
+      the training half; a 10-nearest-neighbour vote, since a linear probe is then blind by
+      construction; ``None`` like the probe) and ``translation_margin`` (mean cosine of an
+      answer sentence to its translations minus to the other sentences of its language, macro
+      over languages; ``translation_margin_by_language``, ``translation_margin_n`` sentences;
+      computed even with ``probe=False``, ``None`` without any translation).
 
     AP is uncut: ``AP = (1/R) sum_k k / r_k`` over the sorted ranks ``r_k`` of the ``R``
     relevant candidates in the pool, the rank of a relevant candidate being found by
@@ -301,8 +328,10 @@ def evaluate_lareqa(
         ``multilingual_map``, ``language_bias`` (macro averages), their ``*_micro``
         variants, ``recall_at_1``, ``recall_at_10``, ``pair_map`` (``{X: {Y: mAP or None}}``), ``pair_n_questions``,
         ``multilingual_map_by_language``, ``language_bias_by_language``,
-        ``rank_distances`` (``{X: [int, ...]}``), ``per_question``, ``probe_accuracy``,
-        ``probe_chance``, ``probe_n_train``, ``probe_n_test``, ``n_settings``, ``n_questions``,
+        ``rank_distances`` (``{X: [int, ...]}``), ``per_question``, ``per_query``, ``probe_accuracy``,
+        ``probe_chance``, ``probe_n_train``, ``probe_n_test``, ``probe_accuracy_centered``,
+        ``translation_margin``, ``translation_margin_by_language``, ``translation_margin_n``,
+        ``n_settings``, ``n_questions``,
         ``n_candidates``, ``questions_per_language``, ``candidates_per_language``,
         ``model``, ``dataset``, ``languages``, ``candidate_text``, ``tie_rule``,
         ``seconds_encoding``, ``seconds_scoring`` and ``created``.
@@ -456,13 +485,14 @@ def evaluate_lareqa(
         bias_by_lang[lang_x] = float(d.mean()) if d.size else None
     all_d = distance[np.isfinite(distance)]
     per_question = _per_question(list(questions["id"]), q_lang_idx, pool_ap, multi_ap, distance)
+    per_query = _per_query(list(questions["id"]), q_langs, q_lang_idx, pool_ap, multi_ap, distance)
     seconds_scoring = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    probe_result = dict.fromkeys(("probe_accuracy", "probe_chance", "probe_n_train", "probe_n_test"))
-    if probe:
-        probe_result = _language_probe(list(questions["id"]), list(questions["answer_id"]), c_index, c_emb,
-                                       c_langs, probe_seed)
+    from .language_information import language_information_metrics
+
+    probe_result = language_information_metrics(list(questions["id"]), list(questions["answer_id"]), c_ids, c_emb,
+                                                c_langs, probe_seed, probe=probe)
     seconds_probe = time.perf_counter() - t2
 
     c_per_lang = {lang: int(bounds[i + 1] - bounds[i]) for i, lang in enumerate(languages)}
@@ -487,6 +517,7 @@ def evaluate_lareqa(
         "language_bias_by_language": bias_by_lang,
         "rank_distances": rank_distances,
         "per_question": per_question,
+        "per_query": per_query,
         **probe_result,
         "n_settings": {"mono": len(mono_values), "cross": len(cross_values), "skipped": len(skipped),
                        "skipped_settings": skipped},
@@ -524,49 +555,46 @@ def _per_question(ids: list, q_lang_idx: np.ndarray, pool_ap: np.ndarray, multi_
             "multilingual_ap": by_id(multi_ap), "rank_distance": by_id(distance)}
 
 
-def _language_probe(q_ids: list, answer_ids: list, c_index: dict, c_emb: np.ndarray, c_langs: list,
-                    seed: int) -> dict:
-    """Language-identification probe on the answer sentences (see ``probe_accuracy`` in :func:`evaluate_lareqa`)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupShuffleSplit
-    from threadpoolctl import threadpool_limits
+#: Decimals of the ``per_query`` values: their macro averages then match the stored metrics to ~1e-6, and an
+#: XQuAD-R result file stays a few hundred kB
+PER_QUERY_DECIMALS = 6
 
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    empty = dict.fromkeys(("probe_accuracy", "probe_chance", "probe_n_train", "probe_n_test"))
-    answers: dict[str, dict[str, int]] = {}  # id -> {language: candidate row of its answer sentence}
-    for qid, aid in zip(q_ids, answer_ids):
-        row = c_index.get(aid)
-        if row is not None:
-            answers.setdefault(str(qid), {}).setdefault(c_langs[row], row)
-    pairs = [(k, row) for k, qid in enumerate(sorted(answers)) if len(answers[qid]) >= 2
-             for row in answers[qid].values()]
-    if len({k for k, _ in pairs}) < 2:
-        return empty
-    # Group = connected component of "id -- its answer sentences": the translations of an id stay
-    # together, and so do ids sharing an answer sentence (no sentence on both sides of the split).
-    id_node = np.array([k for k, _ in pairs])
-    c_node = np.array([row for _, row in pairs]) + len(answers)
-    n_nodes = len(answers) + len(c_langs)
-    graph = coo_matrix((np.ones(len(pairs)), (id_node, c_node)), shape=(n_nodes, n_nodes))
-    component = connected_components(graph, directed=False)[1]
-    rows = np.unique(c_node) - len(answers)
-    groups = component[rows + len(answers)]
-    if np.unique(groups).size < 2:
-        return empty
-    train, test = next(GroupShuffleSplit(n_splits=1, test_size=0.5, random_state=seed).split(rows, groups=groups))
-    train_rows, test_rows = rows[train], rows[test]
-    labels = np.asarray(c_langs)
-    if len(set(labels[train_rows])) < 2:
-        return empty
-    x = _normalize(c_emb)
-    # One BLAS/OpenMP thread: the small lbfgs problem is ~30x slower with competing thread pools.
-    with threadpool_limits(limits=1):
-        classifier = LogisticRegression(max_iter=2000).fit(x[train_rows], labels[train_rows])
-    return {"probe_accuracy": round(float(classifier.score(x[test_rows], labels[test_rows])), 5),
-            "probe_chance": round(1.0 / len(set(labels[rows])), 5),
-            "probe_n_train": int(train_rows.size), "probe_n_test": int(test_rows.size)}
+def _cross_share(pool_ap: np.ndarray, q_lang_idx: np.ndarray) -> np.ndarray:
+    """Each query's share of ``cross_map`` (see ``per_query`` in :func:`evaluate_lareqa`); NaN without other pools.
+
+    ``cross_map`` is the mean over the S settings (X, Y) of the mean over the ``n_XY`` queries of
+    X with an answer in Y. Regrouped as a mean over the L query languages of a mean over the
+    ``n_X`` queries of each, a query contributes ``(L n_X / S) sum_Y AP(q, Y) / n_XY``.
+    """
+    rows = np.arange(len(q_lang_idx))
+    other = pool_ap.copy()
+    other[rows, q_lang_idx] = np.nan
+    found = np.isfinite(other)
+    n_xy = np.zeros((pool_ap.shape[1], pool_ap.shape[1]))
+    np.add.at(n_xy, q_lang_idx, found.astype(np.float64))
+    has_other = found.any(axis=1)
+    n_x = np.bincount(q_lang_idx[has_other], minlength=pool_ap.shape[1])
+    n_settings, n_languages = np.count_nonzero(n_xy), np.count_nonzero(n_x)
+    if n_settings == 0:
+        return np.full(len(rows), np.nan)
+    per_setting = np.where(found, np.nan_to_num(other) / np.maximum(n_xy[q_lang_idx], 1.0), 0.0).sum(axis=1)
+    return np.where(has_other, n_languages * n_x[q_lang_idx] / n_settings * per_setting, np.nan)
+
+
+def _per_query(ids: list, q_langs: list, q_lang_idx: np.ndarray, pool_ap: np.ndarray, multi_ap: np.ndarray,
+               distance: np.ndarray) -> dict[str, list]:
+    """Per-(question, query language) values in question row order (see ``per_query`` in :func:`evaluate_lareqa`)."""
+    def rounded(values: np.ndarray) -> list:
+        return [round(float(v), PER_QUERY_DECIMALS) if np.isfinite(v) else None for v in values]
+
+    mono = pool_ap[np.arange(len(ids)), q_lang_idx]
+    # a question is the index of its id in per_question["question_id"] (the sorted distinct ids): small files
+    unique, index = np.unique(np.asarray(ids, dtype=object).astype(str), return_inverse=True)
+    return {"question": [int(i) for i in index], "language": [str(lang) for lang in q_langs],
+            "mono_ap": rounded(mono), "cross_ap": rounded(_cross_share(pool_ap, q_lang_idx)),
+            "multilingual_ap": rounded(multi_ap),
+            "rank_distance": [int(d) if np.isfinite(d) else None for d in distance]}
 
 
 # --------------------------------------------------------------------------------------
@@ -622,15 +650,38 @@ def summarize(result: dict) -> str:
     return "\n".join(lines)
 
 
+#: Per-entry tables whose lists :func:`save_result` writes one per line (also inside ``postprocess`` variants).
+_COMPACT_TABLES = ("per_question", "per_query")
+
+
+def _mark_tables(block: Any, prefix: str, marks: dict) -> Any:
+    """``block`` with each list of its :data:`_COMPACT_TABLES` replaced by a placeholder string kept in ``marks``."""
+    if not isinstance(block, dict):
+        return block
+    out = dict(block)
+    for table in _COMPACT_TABLES:
+        if isinstance(block.get(table), dict):
+            out[table] = {}
+            for key, values in block[table].items():
+                mark = f"@@{prefix}{table}:{key}@@"
+                marks[mark] = values
+                out[table][key] = mark
+    return out
+
+
 def _dumps(result: dict) -> str:
-    """``result`` as indented JSON, with each ``per_question`` list on a single line (keeps the file small)."""
-    per_question = result.get("per_question") if isinstance(result, dict) else None
-    if not isinstance(per_question, dict):
-        return json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
-    marks = {key: f"@@per_question:{key}@@" for key in per_question}
-    text = json.dumps({**result, "per_question": marks}, indent=2, ensure_ascii=False, allow_nan=False)
-    for key, mark in marks.items():
-        value = json.dumps(per_question[key], ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """``result`` as indented JSON, each ``per_question`` / ``per_query`` list on a single line (keeps the file small).
+
+    The tables of the post-processed variants (``result["postprocess"][name]``) are compacted too.
+    """
+    marks: dict[str, Any] = {}
+    marked = _mark_tables(result, "", marks)
+    if isinstance(marked, dict) and isinstance(marked.get("postprocess"), dict):
+        marked["postprocess"] = {name: _mark_tables(variant, f"{name}/", marks)
+                                 for name, variant in marked["postprocess"].items()}
+    text = json.dumps(marked, indent=2, ensure_ascii=False, allow_nan=False)
+    for mark, values in marks.items():
+        value = json.dumps(values, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         text = text.replace(json.dumps(mark, ensure_ascii=False), value, 1)
     return text
 
@@ -638,7 +689,8 @@ def _dumps(result: dict) -> str:
 def save_result(result: dict, path: str | os.PathLike) -> Path:
     """Write ``result`` as JSON to ``path`` atomically, creating parent folders.
 
-    The JSON is indented, except that each list of ``per_question`` is written on one line.
+    The JSON is indented, except that each list of ``per_question`` and ``per_query`` (also those of the
+    ``postprocess`` variants) is written on one line.
 
     The JSON is serialised first and written to a temporary file next to ``path``,
     which then replaces ``path`` in one rename: an existing result is never left

@@ -5,7 +5,7 @@ section uniformly. :class:`~hybrid_utils.samplers.HybridBatchSampler` does eithe
 (``language_weights="size"`` or ``"uniform"``, see :mod:`hybrid_utils.batch_groups`).
 :func:`language_weights_study` trains the hybrid method with both, on both zero-shot protocols
 and the study's seeds, evaluates on the full pools and compares them with the study's paired
-test over questions and its seed spread (:func:`hybrid_utils.stats.compare_methods`).
+test over seeds and questions, Holm-corrected (:func:`hybrid_utils.stats.compare_methods`).
 
 The runs with the profile's own weighting (``size``) *are* the study's hybrid runs and are reused.
 So is a run whose training set gives both weightings the same batches: when every language (pair)

@@ -34,8 +34,8 @@ MEAN_SAMPLE = 500
 #: metrics kept for a post-processed evaluation (the keys of :func:`hybrid_utils.evaluation.evaluate_lareqa`)
 CENTERED_KEYS = ("mono_map", "cross_map", "multilingual_map", "language_bias", "mono_map_micro", "cross_map_micro",
                  "multilingual_map_micro", "language_bias_micro", "recall_at_1", "recall_at_10",
-                 "multilingual_map_by_language", "language_bias_by_language", "per_question", "probe_accuracy",
-                 "probe_chance")
+                 "multilingual_map_by_language", "language_bias_by_language", "per_question", "per_query",
+                 "probe_accuracy", "probe_chance")
 
 
 def language_means(embeddings: np.ndarray, languages: Sequence[str]) -> dict[str, np.ndarray]:

@@ -14,21 +14,27 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["centering_effect", "describe_centering", "RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
+__all__ = ["centering_effect", "describe_centering", "LANGUAGE_INFO_COLUMNS", "RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
            "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "README_START", "README_END"]
 
 METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
 #: Recall@1 / @10 per setting, flattened from an evaluation's ``recall_at_<k>`` (absent from results made before them)
 RECALL_COLUMNS = tuple(f"{setting}_recall_at_{k}" for k in (1, 10) for setting in ("mono", "cross", "multilingual"))
+#: language information beside the saturated raw probe (:mod:`hybrid_utils.language_information`; NaN in older results)
+LANGUAGE_INFO_COLUMNS = ("probe_accuracy_centered", "translation_margin")
 #: one row per evaluated model and seed (``seed_results.csv``)
 SEED_COLUMNS = ["model", "method", "train_on", "eval_on", "seed", "postprocess", *METRIC_COLUMNS, "mono_map_micro",
-                "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "n_questions"]
+                "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", *LANGUAGE_INFO_COLUMNS,
+                "n_questions"]
 #: one row per method and evaluation set (``summary.csv``): means over seeds, ``<metric>_sd``, ``n_seeds``
 SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "postprocess", "n_seeds", *METRIC_COLUMNS,
                    *(f"{m}_sd" for m in METRIC_COLUMNS), "mono_map_micro", "cross_map_micro",
-                   "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "probe_accuracy_sd", "n_questions"]
-SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "probe_accuracy", "mono_map", "cross_map",
-                 "multilingual_map", "language_bias"]
+                   "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "probe_accuracy_sd",
+                   *(c for m in LANGUAGE_INFO_COLUMNS for c in (m, f"{m}_sd")), "n_questions"]
+#: the lambda sweep: held-out validation columns (``val_*``, where lambda is chosen), then the evaluation set's
+SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "val_mono_map", "val_cross_map", "val_multilingual_map",
+                 "val_language_bias", "val_score", "val_probe_accuracy", "val_probe_accuracy_centered",
+                 "val_translation_margin", "probe_accuracy", "mono_map", "cross_map", "multilingual_map", "language_bias"]
 
 
 def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -40,9 +46,11 @@ def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     from .stats import seed_summary
 
     metrics = [*METRIC_COLUMNS, "mono_map_micro", "cross_map_micro", "multilingual_map_micro", *RECALL_COLUMNS,
-               "probe_accuracy", "n_questions"]
+               "probe_accuracy", *LANGUAGE_INFO_COLUMNS, "n_questions"]
     keys = ["model", "method", "train_on", "eval_on", "postprocess"]
     per_seed = per_seed.copy()
+    for column in LANGUAGE_INFO_COLUMNS:  # None (or missing) for results written before them
+        per_seed[column] = pd.to_numeric(per_seed[column], errors="coerce") if column in per_seed else math.nan
     if "postprocess" not in per_seed:
         per_seed["postprocess"] = "none"
     per_seed["postprocess"] = per_seed["postprocess"].fillna("none")
@@ -74,6 +82,9 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table: mean ± sd over seeds (mAP to three decimals, rank distance to one)."""
     rows = []
     postprocessed = "postprocess" in summary and (summary["postprocess"].fillna("none") != "none").any()
+    extra = {name: column for name, column in (("centred probe", "probe_accuracy_centered"),
+                                               ("translation margin", "translation_margin"))
+             if column in summary and summary[column].notna().any()}  # shown once results have them
     for row in summary.itertuples(index=False):
         rows.append({
             "model": row.model, "method": row.method, "trained on": row.train_on, "evaluated on": row.eval_on,
@@ -84,6 +95,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             "multilingual mAP": _mean_sd(row.multilingual_map, row.multilingual_map_sd, 3),
             "rank distance": _mean_sd(row.language_bias, row.language_bias_sd, 1),
             "language probe": "n/a" if not math.isfinite(row.probe_accuracy) else f"{row.probe_accuracy:.3f}",
+            **{name: "n/a" if not math.isfinite(getattr(row, column)) else f"{getattr(row, column):.3f}"
+               for name, column in extra.items()},
         })
     return pd.DataFrame(rows).to_markdown(index=False)
 
@@ -93,7 +106,8 @@ def describe_findings(summary: pd.DataFrame, comparisons: pd.DataFrame | None = 
 
     Gains over zero-shot are reported as numbers (means over seeds); whether one method beats
     another is left to the paired comparisons (:func:`hybrid_utils.stats.describe_comparisons`),
-    which say "no measurable difference" unless the interval and the seed spread both allow more.
+    which say "no measurable difference" unless the Holm-corrected p-value and the interval over seeds and
+    questions both allow more.
     """
     from .stats import METRIC_NAMES, describe_comparisons
 
@@ -121,39 +135,60 @@ def describe_findings(summary: pd.DataFrame, comparisons: pd.DataFrame | None = 
         if comparisons is not None and len(comparisons):
             part_cmp = comparisons[comparisons["eval_on"] == eval_on]
             if len(part_cmp):
-                lines.append("  - paired comparisons (95 % interval over questions; better only if it excludes 0 "
-                             "and the difference exceeds the seed spread):")
+                lines.append("  - paired comparisons (95 % interval over seeds and questions; better only if it "
+                             "excludes 0 and the Holm-corrected p < 0.05):")
                 lines += ["    " + line for line in describe_comparisons(part_cmp).splitlines()]
     return "\n".join(lines)
 
 
 def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_margin: float = 0.15) -> str:
-    """The adversarial lambda sweep in words: per lambda_max the numbers, then whether the adversary won and what the probe says.
+    """The adversarial lambda sweep in words, from its numbers: held-out measures per lambda, the choice, the adversary.
 
-    The discriminator counts as fooled when its held-out accuracy at the end of training is within
-    ``fooled_margin`` of ``chance``; the fresh probe tells whether the language information is gone
-    or only hidden from that discriminator.
+    Per ``lambda_max`` (mean ± sd over seeds, on held-out questions of the training set): the discriminator's
+    own accuracy at the end of training, a freshly trained probe on centred embeddings, the translation margin
+    and the validation score that chooses lambda (:func:`hybrid_utils.tuning.choose_lambda`). The discriminator
+    counts as fooled when its accuracy is within ``fooled_margin`` of ``chance``; the fresh probe and the margin
+    tell whether the language information is gone or only hidden from that one discriminator.
     """
-    mean = sweep.groupby("lambda_max").mean(numeric_only=True)
-    lines = ["Adversarial lambda sweep (`results/adversarial_sweep.csv`): discriminator accuracy on held-out texts at "
-             "the end of training / fresh language probe / multilingual mAP / rank distance:"]
-    for value, row in mean.iterrows():
-        lines.append(f"- lambda_max {value:g}: {row['discriminator_accuracy']:.2f} / {row['probe_accuracy']:.2f} / "
-                     f"{row['multilingual_map']:.3f} / {row['language_bias']:.0f}")
-    if chance is not None:
-        fooled = mean[mean["discriminator_accuracy"] <= chance + fooled_margin]
+    from .tuning import choose_lambda
+
+    def cell(row, key, digits):
+        mean, sd = row.get((key, "mean")), row.get((key, "std"))
+        if mean is None or pd.isna(mean):
+            return "-"
+        return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and pd.notna(sd) else "")
+
+    keys = [k for k in ("discriminator_accuracy", "val_probe_accuracy_centered", "val_translation_margin", "val_score")
+            if k in sweep]
+    stats = sweep.groupby("lambda_max")[keys].agg(["mean", "std"])
+    seeds = sweep.groupby("lambda_max")["seed"].nunique()
+    lines = ["Adversarial lambda sweep (`results/adversarial_sweep.csv`, held-out questions of the training set; "
+             "mean ± sd over seeds): discriminator accuracy at the end of training / fresh probe on centred "
+             "embeddings / translation margin / validation score:"]
+    for value, row in stats.iterrows():
+        row = row.to_dict()
+        lines.append(f"- lambda_max {value:g} ({seeds[value]} seeds): " + " / ".join(
+            cell(row, k, 3 if k in ("val_score", "val_translation_margin") else 2) for k in keys))
+    if "val_score" in sweep and sweep["val_score"].notna().any() and (sweep["lambda_max"] > 0).any():
+        choice = choose_lambda(sweep)
+        lines.append(f"- chosen on held-out training questions: lambda_max {choice['lambda_max']:g} "
+                     f"(validation score {choice['val_score']:.3f} ± {choice['val_score_sd']:.3f})")
+    if chance is not None and "discriminator_accuracy" in keys:
+        accuracy = stats[("discriminator_accuracy", "mean")]
+        fooled = accuracy[accuracy <= chance + fooled_margin]
         if fooled.empty:
-            lines.append(f"- the encoder fooled the discriminator at no lambda_max (chance {chance:.2f})")
+            lines.append(f"- the encoder fooled the discriminator at no lambda_max (chance {chance:.2f}; lowest "
+                         f"{accuracy.min():.2f} at lambda_max {accuracy.idxmin():g})")
         else:
             first = fooled.index.min()
-            row = fooled.loc[first]
-            base = mean.iloc[0]
-            lines.append(f"- the discriminator is fooled from lambda_max {first:g} on (accuracy {row['discriminator_accuracy']:.2f}, "
-                         f"chance {chance:.2f}), yet the fresh probe still identifies the language with accuracy "
-                         f"{row['probe_accuracy']:.2f}: the language information is "
-                         f"{'hidden from that discriminator, not removed' if row['probe_accuracy'] > 0.9 else 'reduced'}; "
-                         f"rank distance {row['language_bias']:.0f} vs {base['language_bias']:.0f} at lambda_max "
-                         f"{mean.index[0]:g}")
+            lines.append(f"- the discriminator is fooled from lambda_max {first:g} on (accuracy {accuracy[first]:.2f}, "
+                         f"chance {chance:.2f})")
+            if "val_probe_accuracy_centered" in keys:
+                probe = stats[("val_probe_accuracy_centered", "mean")]
+                base = probe.iloc[0]
+                lines.append(f"- a fresh probe on centred embeddings reads the language at {probe[first]:.2f} there, "
+                             f"against {base:.2f} at lambda_max {probe.index[0]:g}: the language information is "
+                             f"{'reduced' if probe[first] < base - 0.02 else 'hidden from that discriminator, not removed'}")
     return "\n".join(lines)
 
 

@@ -194,7 +194,7 @@ def train_config(profile: Profile, method: str, train_on: str, model: str | None
                     language_weights=profile.language_weights,
                     batch_size=profile.batch_size, trainable=profile.trainable,
                     max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
-                    **profile.training_defaults(train_on),
+                    **profile.training_defaults(train_on, method),
                     eval_holdout=profile.eval_holdout,
                     exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
     settings.update(overrides)
@@ -423,50 +423,52 @@ def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Pat
 
 
 def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "StageTimer | None" = None,
-                 lambdas=None, seeds=None, log=print) -> pd.DataFrame:
-    """The adversarial method at each ``lambda_max``, evaluated on the full pool; writes ``adversarial_sweep.csv``.
+                 lambdas=None, seeds=None, log=print, eval_set: bool = True) -> pd.DataFrame:
+    """The adversarial method at each ``lambda_max`` and seed; writes ``adversarial_sweep.csv``.
 
+    Every run is measured on held-out questions of its *training* set (``val_*`` columns, by
+    :func:`hybrid_utils.tuning.validate_run`: mAPs, a freshly trained language probe on raw and centred
+    embeddings, the translation margin): that is where lambda is chosen (:func:`hybrid_utils.tuning.choose_lambda`).
+    ``discriminator_accuracy`` is the discriminator's own accuracy on held-out texts of every language over
+    the last tenth of training (chance: 1 / languages). With ``eval_set`` the runs are also evaluated on the
+    full evaluation pool (the other columns): an exploration, never used to choose.
     The run at the profile's own ``lambda_max`` is the study's adversarial run (reused).
-    ``discriminator_accuracy`` is the discriminator's accuracy on held-out texts of every
-    language over the last tenth of training (chance: 1 / languages); ``probe_accuracy`` the
-    language-identification probe on the final model's embeddings of the evaluation set.
     """
     from .config import PROTOCOLS
     from .runs import load_train_log
+    from .tuning import validation_row
 
     evaluate = evaluate or Evaluator(profile, log)
     timer = timer or StageTimer()
-    model = profile.models[0]
-    train_on = profile.sweep_train_on
+    model, train_on = profile.models[0], profile.sweep_train_on
     eval_on = PROTOCOLS[train_on]
     rows = []
     for seed in seeds or profile.sweep_seeds:
         for value in lambdas or profile.lambda_sweep:
             value = float(value)
-            own = value == profile.lambda_max
             folder = sweep_dir(profile, model, value, seed)
             log(f"== lambda sweep: lambda_max {value:g} (seed {seed})")
             start = time.perf_counter()
             ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
                        output_dir=str(folder))
-            timer.add("train lambda sweep", time.perf_counter() - start, "sweep")
-            start = time.perf_counter()
-            out = (result_path(profile, model, "adversarial", eval_on, seed) if own else
-                   Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / f"lambda{value:g}"
-                   / result_name(eval_on, seed))
-            result = evaluate(str(folder), model, eval_on, out,
-                              model_name=f"{model_slug(model)} + adversarial lambda_max {value:g} (seed {seed})")
-            timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
-            frame = load_train_log(folder)
-            tail = frame["discriminator_heldout_accuracy"].dropna() if "discriminator_heldout_accuracy" in frame else []
-            tail = tail.iloc[-max(1, len(tail) // 10):] if len(tail) else tail
-            rows.append({"lambda_max": value, "seed": seed,
-                         "discriminator_accuracy": float(tail.mean()) if len(tail) else float("nan"),
-                         "probe_accuracy": result.get("probe_accuracy"),
-                         **{k: result[k] for k in ("mono_map", "cross_map", "multilingual_map", "language_bias")}})
-    sweep = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-    Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
-    sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)
+            row = {"lambda_max": value, "seed": seed, **validation_row(folder)}
+            timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
+            if eval_set:
+                start = time.perf_counter()
+                out = (result_path(profile, model, "adversarial", eval_on, seed) if value == profile.lambda_max else
+                       Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / f"lambda{value:g}"
+                       / result_name(eval_on, seed))
+                result = evaluate(str(folder), model, eval_on, out,
+                                  model_name=f"{model_slug(model)} + adversarial lambda_max {value:g} (seed {seed})")
+                timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
+                row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map", "multilingual_map",
+                                                       "language_bias")})
+            tail = load_train_log(folder).get("discriminator_heldout_accuracy", pd.Series(dtype=float)).dropna()
+            row["discriminator_accuracy"] = float(tail.iloc[-max(1, len(tail) // 10):].mean()) if len(tail) else None
+            rows.append(row)
+            sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
+            Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
+            sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
     return sweep
 
 

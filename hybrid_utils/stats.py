@@ -1,24 +1,27 @@
-"""Seed summaries and paired significance tests between training methods.
+"""Seed summaries and paired comparisons between training methods, corrected for the many tests of a table.
 
 Two sources of uncertainty matter when one training method is compared with another:
 
 * **the evaluation questions**: a method may win on average only because of the
   particular questions in XQuAD-R / MLQA-R. Both methods are evaluated on the same
-  questions, so a *paired* test on the per-question differences is the right tool
-  (:func:`paired_difference`, with the per-question values that
-  :func:`hybrid_utils.evaluation.evaluate_lareqa` stores under ``per_question``). The
-  unit is the question id: the translations of one question are not independent.
+  questions, so the comparison is *paired*; the unit is the question id, because the
+  translations of one question are not independent.
 * **the training seed**: a second training run of the same method gives a somewhat
-  different model. The spread over seeds (:func:`seed_summary`, ``seed_spread`` in
-  :func:`paired_difference`) says how much of a difference could be luck of the run.
+  different model, and a table shows the mean over seeds.
 
-:func:`judge` calls a method better only when both agree: the bootstrap interval of the
-mean per-question difference excludes 0 *and* the difference is larger than the seed
-spread. :func:`compare_methods` runs the standard comparisons and
-:func:`describe_comparisons` turns them into plain sentences.
+:func:`paired_difference` resamples both at once (:func:`hybrid_utils.bootstrap.paired_bootstrap`:
+seeds of each method and question ids, all language versions of an id together) and
+resamples the number the table shows: the macro average over query languages of each seed,
+averaged over seeds, from the per-query values of
+:func:`hybrid_utils.evaluation.evaluate_lareqa` (``per_query``). A result file written before
+``per_query`` existed only has ``per_question`` (means over all of an id's languages); then
+the comparison is the old one over questions, labelled so in the ``estimand`` column.
 
-All statistics come from :mod:`scipy.stats` (``bootstrap``, ``permutation_test``); nothing
-here is a hand-written test.
+A table holds ~100 such tests, and at the 5 % level some would come out "significant" by
+chance alone. :func:`compare_methods` therefore adjusts the p-values of one evaluation set
+with Holm's step-down method (:func:`holm`, ``p_holm``), and :func:`judge` calls a method
+better only when the adjusted p-value is below 0.05 *and* the 95 % interval excludes 0 in
+that method's favour. :func:`describe_comparisons` turns the rows into plain sentences.
 
 Example::
 
@@ -32,17 +35,18 @@ Example::
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-__all__ = ["METRICS", "METRIC_NAMES", "STUDY_COMPARISONS", "seed_summary", "seed_means", "paired_difference", "judge", "compare_methods",
-           "describe_comparisons"]
+from .bootstrap import SeedValues, paired_bootstrap
 
-#: Summary metric -> (key in ``result["per_question"]``, direction): +1 higher is better, -1 lower is better.
+__all__ = ["METRICS", "METRIC_NAMES", "STUDY_COMPARISONS", "ESTIMAND_MACRO", "ESTIMAND_QUESTIONS", "seed_summary",
+           "seed_means", "paired_difference", "holm", "judge", "compare_methods", "describe_comparisons"]
+
+#: Summary metric -> (key in ``result["per_query"]`` / ``result["per_question"]``, direction): +1 higher is
+#: better, -1 lower is better.
 METRICS: dict[str, tuple[str, int]] = {
     "mono_map": ("mono_ap", +1),
     "cross_map": ("cross_ap", +1),
@@ -63,8 +67,12 @@ A_BETTER, B_BETTER = "a better", "b better"
 NO_DIFFERENCE = "no measurable difference"
 ONE_SEED = "no measurable difference (one seed)"
 
-_COLUMNS = ["eval_on", "metric", "method_a", "method_b", "diff", "ci_low", "ci_high", "p_value",
-            "n_questions", "a_seed_sd", "b_seed_sd", "seed_spread", "verdict"]
+#: What a comparison resamples (column ``estimand``): the table's macro, or (old result files) the per-question mean.
+ESTIMAND_MACRO = "macro over query languages"
+ESTIMAND_QUESTIONS = "mean over questions (old result file)"
+
+_COLUMNS = ["eval_on", "metric", "method_a", "method_b", "diff", "ci_low", "ci_high", "p_value", "p_holm",
+            "n_questions", "n_seeds_a", "n_seeds_b", "a_seed_sd", "b_seed_sd", "seed_spread", "estimand", "verdict"]
 
 
 # --------------------------------------------------------------------------------------
@@ -137,7 +145,8 @@ def _seed_table(results: Sequence[Mapping], key: str, side: str) -> pd.DataFrame
     for seed, result in enumerate(results):
         per_question = result.get("per_question") if isinstance(result, Mapping) else None
         if not per_question or key not in per_question:
-            raise ValueError(f"result {seed} of method {side} has no per_question[{key!r}]; re-run evaluate_lareqa")
+            raise ValueError(f"result {seed} of method {side} has no per_query or per_question[{key!r}]; "
+                             "re-run evaluate_lareqa")
         values = pd.to_numeric(pd.Series(per_question[key], index=per_question["question_id"], dtype=object),
                                errors="coerce")
         columns.append(values.rename(seed))
@@ -149,117 +158,131 @@ def _sd(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1)) if values.size >= 2 else math.nan
 
 
+def _has_per_query(results: Sequence[Mapping], key: str) -> bool:
+    return bool(results) and all(isinstance(r, Mapping) and isinstance(r.get("per_query"), Mapping)
+                                 and key in r["per_query"] for r in results)
+
+
+def _question_means(a_results: Sequence[Mapping], b_results: Sequence[Mapping], key: str) -> tuple:
+    """Old result files: per side the per-question values averaged over seeds (one pseudo-seed), on the ids both
+    sides have, and each seed's mean over questions (for the seed sd)."""
+    a_table, b_table = _seed_table(a_results, key, "a"), _seed_table(b_results, key, "b")
+    paired = pd.concat([a_table.mean(axis=1).rename("a"), b_table.mean(axis=1).rename("b")], axis=1).dropna()
+    ids = paired.index.astype(str).to_numpy()
+    one_group = np.full(ids.size, "all")
+    sides = [[SeedValues(ids, one_group, paired[side].to_numpy(dtype=float))] for side in ("a", "b")]
+    return (*sides, a_table.mean(axis=0).to_numpy(dtype=float), b_table.mean(axis=0).to_numpy(dtype=float))
+
+
 def paired_difference(a_results: Sequence[Mapping], b_results: Sequence[Mapping], metric: str,
-                      n_resamples: int = 9999, confidence: float = 0.95, random_state: int = 0) -> dict:
-    """Paired comparison of two methods evaluated on the same questions (``a - b``).
+                      n_resamples: int = 4000, confidence: float = 0.95, random_state: int = 0) -> dict:
+    """Paired comparison of two methods evaluated on the same questions (``a - b``), seeds and questions resampled.
 
-    Per question id the per-question value (``result["per_question"]``) is averaged over
-    the seeds of each method; ids with a value on both sides are kept, and ``d = a - b``
-    is the per-question difference.
-
-    * ``diff``: the mean of ``d`` (a minus b, in the metric's own units).
-    * ``ci_low``, ``ci_high``: ``scipy.stats.bootstrap`` interval of the mean of ``d``
-      (BCa; the percentile interval if BCa is undefined, and ``diff`` itself when all ``d``
-      are equal).
-    * ``p_value``: two-sided ``scipy.stats.permutation_test`` with
-      ``permutation_type="samples"`` on the paired values, i.e. a sign-flip test of
-      ``mean(d) = 0`` (exact when ``2**n <= n_resamples``). It tests the same statistic that
-      ``diff`` and the interval report, whereas the Wilcoxon signed-rank test would test a
-      pseudo-median and has to drop or rank the many exact zero differences of AP values.
-    * ``n_questions``: number of paired ids.
-    * ``a_seed_sd``, ``b_seed_sd``: standard deviation over seeds (``ddof=1``) of each
-      method's summary value, the mean of the per-question values of one seed (NaN with
-      one seed); ``seed_spread = sqrt(a_seed_sd**2 + b_seed_sd**2)``, the seed noise of a
-      difference of the two; a NaN side counts as 0, and the spread is NaN only if both
-      sides have one seed.
-
-    Args:
-        a_results, b_results: The :func:`hybrid_utils.evaluation.evaluate_lareqa` results of
-            methods a and b, one per training seed, on the same evaluation set.
-        metric: A key of :data:`METRICS` (``"multilingual_map"``) or a per-question key
-            (``"multilingual_ap"``).
-        n_resamples: Resamples of the bootstrap and the permutation test. Defaults to 9999.
-        confidence: Confidence level of the interval. Defaults to 0.95.
-        random_state: Seed of both resampling procedures. Defaults to 0.
+    With ``per_query`` in every result (estimand :data:`ESTIMAND_MACRO`): the difference of the
+    table's numbers, i.e. of the means over seeds of each seed's macro average over query
+    languages, with :func:`hybrid_utils.bootstrap.paired_bootstrap` (seeds of each side and
+    question ids resampled in every replicate). Otherwise (:data:`ESTIMAND_QUESTIONS`, result
+    files from before ``per_query``): the mean per-question difference of the seed-averaged
+    ``per_question`` values on the ids both sides have, resampled over questions only, as
+    before; that is not the table's macro on unbalanced data (MLQA-R).
 
     Returns:
-        dict: ``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``n_questions``, ``a_seed_sd``,
-        ``b_seed_sd``, ``seed_spread`` (floats, ``n_questions`` an int).
+        dict: ``diff``, ``ci_low``, ``ci_high`` (percentile interval), ``p_value`` (two-sided,
+        normal approximation from the bootstrap sd: no ``1 / n_resamples`` floor, see
+        :func:`~hybrid_utils.bootstrap.paired_bootstrap`), ``n_questions`` (paired ids),
+        ``n_seeds_a``, ``n_seeds_b``, ``a_seed_sd``, ``b_seed_sd`` (sd over seeds of each
+        seed's summary value, ``ddof=1``, NaN with one seed), ``seed_spread`` (``sqrt(a_seed_sd**2
+        + b_seed_sd**2)``, a NaN side counted as 0, NaN if both are NaN; information only) and
+        ``estimand``.
+
+    Args:
+        a_results, b_results: :func:`hybrid_utils.evaluation.evaluate_lareqa` results of
+            methods a and b, one per training seed, on the same evaluation set.
+        metric: A key of :data:`METRICS` (``"multilingual_map"``) or a per-query key (``"multilingual_ap"``).
+        n_resamples: Bootstrap replicates. Defaults to 4000.
+        confidence: Confidence level of the interval. Defaults to 0.95.
+        random_state: Seed of the resampling. Defaults to 0.
 
     Raises:
-        ValueError: For an unknown metric, a result without ``per_question`` or fewer than
-            two paired questions.
+        ValueError: For an unknown metric, a result without ``per_query`` / ``per_question``
+            or fewer than two paired questions.
     """
     key = _per_question_key(metric)
-    a_table, b_table = _seed_table(a_results, key, "a"), _seed_table(b_results, key, "b")
-    a_seed_sd = _sd(a_table.mean(axis=0).to_numpy(dtype=float))
-    b_seed_sd = _sd(b_table.mean(axis=0).to_numpy(dtype=float))
-    paired = pd.concat([a_table.mean(axis=1).rename("a"), b_table.mean(axis=1).rename("b")], axis=1).dropna()
-    if len(paired) < 2:
-        raise ValueError(f"only {len(paired)} question(s) have a {key} value for both methods; need at least 2")
-    a, b = paired["a"].to_numpy(dtype=float), paired["b"].to_numpy(dtype=float)
-    d = a - b
-    diff = float(d.mean())
-
-    if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # all differences equal (up to rounding)
-        ci_low = ci_high = diff
+    if _has_per_query(a_results, key) and _has_per_query(b_results, key):
+        estimand = ESTIMAND_MACRO
+        a_seeds = [SeedValues.from_result(r, key) for r in a_results]
+        b_seeds = [SeedValues.from_result(r, key) for r in b_results]
+        boot = paired_bootstrap(a_seeds, b_seeds, n_resamples, confidence, random_state)
+        a_seed_values, b_seed_values = boot.a_macros, boot.b_macros
     else:
-        ci_low = ci_high = math.nan
-        for method in ("BCa", "percentile"):
-            with warnings.catch_warnings():  # BCa is undefined for (nearly) degenerate d: percentile instead
-                warnings.simplefilter("ignore")
-                ci = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                     method=method, random_state=random_state, vectorized=True,
-                                     batch=max(1, 2_000_000 // d.size)).confidence_interval
-            ci_low, ci_high = float(ci.low), float(ci.high)
-            if np.isfinite(ci_low) and np.isfinite(ci_high):
-                break
-
-    def mean_difference(x, y, axis=-1):
-        return np.mean(x - y, axis=axis)
-
-    p_value = float(stats.permutation_test((a, b), mean_difference, permutation_type="samples", vectorized=True,
-                                           n_resamples=n_resamples, alternative="two-sided",
-                                           random_state=random_state,
-                                           batch=max(1, 2_000_000 // d.size)).pvalue)
+        estimand = ESTIMAND_QUESTIONS
+        a_seeds, b_seeds, a_seed_values, b_seed_values = _question_means(a_results, b_results, key)
+        boot = paired_bootstrap(a_seeds, b_seeds, n_resamples, confidence, random_state)
+    a_seed_sd, b_seed_sd = _sd(np.asarray(a_seed_values)), _sd(np.asarray(b_seed_values))
     sds = [s for s in (a_seed_sd, b_seed_sd) if np.isfinite(s)]
-    seed_spread = float(math.sqrt(sum(s * s for s in sds))) if sds else math.nan
-    return {"diff": diff, "ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "n_questions": int(d.size),
-            "a_seed_sd": a_seed_sd, "b_seed_sd": b_seed_sd, "seed_spread": seed_spread}
+    return {"diff": boot.diff, "ci_low": boot.ci_low, "ci_high": boot.ci_high, "p_value": boot.p_value,
+            "n_questions": boot.n_questions, "n_seeds_a": len(a_results), "n_seeds_b": len(b_results),
+            "a_seed_sd": a_seed_sd, "b_seed_sd": b_seed_sd,
+            "seed_spread": float(math.sqrt(sum(s * s for s in sds))) if sds else math.nan, "estimand": estimand}
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count as a test).
+
+    Written out because statsmodels (``multipletests(method="holm")``) is not a dependency of
+    the project and scipy has no Holm correction. Sorted ascending, the i-th of m p-values
+    (0-based) becomes ``min(1, max over j <= i of (m - j) p_(j))``.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    steps = (order.size - np.arange(order.size)) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    return adjusted
+
+
+def _float(row: Mapping, key: str) -> float:
+    value = row.get(key) if hasattr(row, "get") else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def judge(row: Mapping, direction: int = +1, alpha: float = 0.05) -> str:
     """Verdict on one comparison (a row of :func:`compare_methods` or a :func:`paired_difference` dict).
 
-    A method is called better only when the confidence interval of ``diff = a - b``
-    excludes 0, the permutation test agrees (``p_value < alpha``; with few questions the BCa
-    interval and the permutation test can disagree, and then neither is trusted) **and**
-    ``|diff|`` is larger than the seed spread (a difference smaller than the run-to-run
-    variation of training could be luck of the seed).
+    A method is called better only when both agree: the p-value is below ``alpha`` (the
+    Holm-adjusted ``p_holm`` when the row has one: a table makes ~100 tests, and without the
+    correction about 5 of them would pass by chance) **and** the interval of ``diff = a - b``
+    excludes 0 on that method's side. Seed noise is inside both (the bootstrap resamples the
+    seeds), so no separate seed-spread rule is needed; with one seed on *both* sides
+    (``seed_spread`` NaN) it cannot be estimated, and a trained method is not called better.
 
     Args:
-        row: Has ``diff``, ``ci_low``, ``ci_high`` and ``seed_spread``.
+        row: Has ``diff``, ``ci_low``, ``ci_high`` and optionally ``p_value``, ``p_holm``, ``seed_spread``.
         direction: +1 if higher is better (mAP), -1 if lower is better (rank distance).
+        alpha: Significance level. Defaults to 0.05.
 
     Returns:
-        str: ``"a better"`` or ``"b better"``; ``"no measurable difference"`` when the
-        interval contains 0 or ``|diff| <= seed_spread``; ``"no measurable difference (one
-        seed)"`` when the interval excludes 0 but the seed spread is unknown (NaN: one
-        seed per method), since a real difference cannot then be told from seed luck.
+        str: ``"a better"``, ``"b better"``, ``"no measurable difference"``, or ``"no measurable
+        difference (one seed)"`` when the test passes but each side has a single training run.
     """
     if direction not in (1, -1):
         raise ValueError("direction must be +1 (higher is better) or -1 (lower is better)")
-    diff, low, high, spread = (float(row[k]) for k in ("diff", "ci_low", "ci_high", "seed_spread"))
-    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
+    diff, low, high = (_float(row, k) for k in ("diff", "ci_low", "ci_high"))
+    side = 1 if low > 0 else -1 if high < 0 else 0  # NaN limits compare False: side 0
+    if side == 0 or diff * side <= 0:
         return NO_DIFFERENCE
-    p_value = row.get("p_value") if hasattr(row, "get") else None
-    if p_value is not None and np.isfinite(float(p_value)) and float(p_value) >= alpha:
+    p_value = _float(row, "p_holm")
+    p_value = p_value if np.isfinite(p_value) else _float(row, "p_value")
+    has_p = any(k in row for k in ("p_holm", "p_value"))
+    if has_p and not p_value < alpha:
         return NO_DIFFERENCE
-    if not np.isfinite(spread):
+    if "seed_spread" in row and not np.isfinite(_float(row, "seed_spread")):
         return ONE_SEED
-    if abs(diff) <= spread:
-        return NO_DIFFERENCE
-    return A_BETTER if diff * direction > 0 else B_BETTER
+    return A_BETTER if side * direction > 0 else B_BETTER
 
 
 # --------------------------------------------------------------------------------------
@@ -273,24 +296,28 @@ STUDY_COMPARISONS = (("hybrid", "monolingual"), ("hybrid", "cross-lingual"), ("h
 def compare_methods(results: Mapping[tuple[str, str], Sequence[Mapping]],
                     comparisons: Sequence[tuple[str, str]] = STUDY_COMPARISONS,
                     metrics: Mapping[str, tuple[str, int]] = METRICS, untrained: Sequence[str] = ("zero-shot",),
-                    **kw) -> pd.DataFrame:
-    """Run :func:`paired_difference` and :func:`judge` for every comparison, evaluation set and metric.
+                    alpha: float = 0.05, **kw) -> pd.DataFrame:
+    """Run :func:`paired_difference` for every comparison, evaluation set and metric; Holm; :func:`judge`.
+
+    The family of the Holm correction is one evaluation set: all rows of the returned table
+    with the same ``eval_on`` (every comparison and metric on it).
 
     Args:
         results: ``{(method, eval_on): [result dict per seed]}``.
         comparisons: ``(method_a, method_b)`` pairs; a pair is skipped for an ``eval_on``
             where either method has no results.
-        metrics: ``{summary metric: (per-question key, direction)}``. Defaults to :data:`METRICS`.
+        metrics: ``{summary metric: (per-query key, direction)}``. Defaults to :data:`METRICS`.
         untrained: Methods without a training seed. When both sides are one of them or a
             post-processing of one (``"zero-shot + center"``), their seed spread is 0, not unknown:
             the same fixed model, so only the questions are a source of noise.
+        alpha: Level of the Holm-adjusted test. Defaults to 0.05.
         **kw: Passed to :func:`paired_difference` (``n_resamples``, ``confidence``, ``random_state``).
 
     Returns:
-        pandas.DataFrame: One row per (eval_on, comparison, metric) with the columns
-        ``eval_on, metric, method_a, method_b, diff, ci_low, ci_high, p_value, n_questions,
-        a_seed_sd, b_seed_sd, seed_spread, verdict`` (``diff = a - b``; ``verdict`` from
-        :func:`judge`: ``"a better"``, ``"b better"``, ...).
+        pandas.DataFrame: One row per (eval_on, comparison, metric) with the columns ``eval_on,
+        metric, method_a, method_b, diff, ci_low, ci_high, p_value, p_holm, n_questions,
+        n_seeds_a, n_seeds_b, a_seed_sd, b_seed_sd, seed_spread, estimand, verdict``
+        (``diff = a - b``; ``verdict`` from :func:`judge`).
     """
     rows = []
     for eval_on in dict.fromkeys(e for _, e in results):
@@ -299,13 +326,16 @@ def compare_methods(results: Mapping[tuple[str, str], Sequence[Mapping]],
             if not a_results or not b_results:
                 continue
             fixed = all(m.split(" + ")[0] in untrained for m in (method_a, method_b))
-            for metric, (key, direction) in metrics.items():
+            for metric, (key, _) in metrics.items():
                 row = paired_difference(a_results, b_results, key, **kw)
                 if fixed:
                     row.update(a_seed_sd=0.0, b_seed_sd=0.0, seed_spread=0.0)
-                rows.append({"eval_on": eval_on, "metric": metric, "method_a": method_a, "method_b": method_b,
-                             **row, "verdict": judge(row, direction)})
-    return pd.DataFrame(rows, columns=_COLUMNS)
+                rows.append({"eval_on": eval_on, "metric": metric, "method_a": method_a, "method_b": method_b, **row})
+    frame = pd.DataFrame(rows, columns=_COLUMNS).astype({"p_holm": float})
+    for _, family in frame.groupby("eval_on", sort=False):
+        frame.loc[family.index, "p_holm"] = holm(family["p_value"].to_numpy(dtype=float))
+    frame["verdict"] = [judge(row, metrics[row["metric"]][1], alpha) for row in frame.to_dict("records")]
+    return frame
 
 
 def _number(value: float, digits: int, sign: bool = False) -> str:
@@ -314,12 +344,19 @@ def _number(value: float, digits: int, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _p_text(value) -> str:
+    value = math.nan if value is None else float(value)
+    return "n/a" if not np.isfinite(value) else f"{value:.1e}" if 0 < value < 1e-4 else f"{value:.4f}"
+
+
 def describe_comparisons(frame: pd.DataFrame) -> str:
     """One plain-language bullet per row of :func:`compare_methods`.
 
     Example: ``- xquad-r, multilingual mAP: hybrid − monolingual = +0.016 [0.012, 0.020],
-    p = 0.0001, seed spread 0.004: hybrid better``. mAP differences have 3 decimals, rank
-    distances 2; "a better" / "b better" are replaced by the method's name.
+    p = 2.1e-06, Holm p = 9.0e-05, seed spread 0.004: hybrid better``. mAP differences have 3
+    decimals, rank distances 2; "a better" / "b better" are replaced by the method's name. A
+    row of an old result file says "(mean over questions, old result file)"; a table written
+    before ``p_holm`` existed is described without it.
     """
     lines = []
     for row in frame.to_dict("records"):
@@ -329,7 +366,10 @@ def describe_comparisons(frame: pd.DataFrame) -> str:
             row["verdict"], row["verdict"])
         spread = row["seed_spread"]
         spread_text = f"seed spread {_number(spread, digits)}" if np.isfinite(spread) else "one seed"
+        old = " (mean over questions, old result file)" if row.get("estimand") == ESTIMAND_QUESTIONS else ""
+        holm_text = f", Holm p = {_p_text(row['p_holm'])}" if "p_holm" in row else ""
         lines.append(f"- {row['eval_on']}, {name}: {row['method_a']} − {row['method_b']} = "
                      f"{_number(row['diff'], digits, sign=True)} [{_number(row['ci_low'], digits)}, "
-                     f"{_number(row['ci_high'], digits)}], p = {_number(row['p_value'], 4)}, {spread_text}: {verdict}")
+                     f"{_number(row['ci_high'], digits)}]{old}, p = {_p_text(row['p_value'])}{holm_text}, "
+                     f"{spread_text}: {verdict}")
     return "\n".join(lines)

@@ -80,7 +80,8 @@ def test_study_writes_tables_json_and_figures(study):
     assert timing["study"] is True and timing["seeds"] == [1, 2] and timing["total_seconds"] > 0
     assert lines[-1].startswith("\nTime per stage") and "total" in lines[-1]
     findings = describe_findings(summary, comparisons)
-    assert "hybrid − monolingual" in findings and "seed spread" in findings
+    assert "hybrid − monolingual" in findings and "Holm" in findings
+    assert "p_holm" in comparisons.columns and (comparisons["p_holm"] >= comparisons["p_value"]).all()
 
 
 def test_study_resumes_without_recomputing(study):
