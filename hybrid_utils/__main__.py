@@ -227,6 +227,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                              "metric added since they were written (Recall@k, centred embeddings); no retraining")
     parser.add_argument("--notebooks", action="store_true",
                         help="afterwards, execute the notebooks in place (papermill) with the same profile")
+    parser.add_argument("--tabulate-only", action="store_true",
+                        help="only rebuild the tables, comparisons, figures and README block from the evaluations "
+                             "already saved under the results folder (no training, no encoding)")
     parser.set_defaults(handler=run_reproduce)
     return parser
 
@@ -243,6 +246,10 @@ def run_reproduce(args: argparse.Namespace) -> int:
         if args.dry_run:
             from hybrid_utils.plan import dry_run
             dry_run(profile, methods=args.methods, models=args.models, study=args.study, train_sets=args.train_sets)
+            return 0
+        if args.tabulate_only:
+            from hybrid_utils.tabulate import retabulate
+            retabulate(profile)
             return 0
         reproduce(profile, methods=args.methods, models=args.models, study=args.study,
                   train_sets=args.train_sets, refresh=tuple(args.refresh), max_hours=args.max_hours,

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from .evaluation import RECALL_CUTOFFS
 from .run_notebooks import NOTEBOOKS, execute_notebooks  # noqa: F401 - re-exported (the CLI imports them from here)
 from .timing import StageTimer, write_timing  # noqa: F401 - re-exported (the sweeps import StageTimer from here)
 from .profiles import Profile, get_profile
@@ -36,14 +35,9 @@ from .report import (  # noqa: F401 - re-exported (notebooks and tests import th
     LANGUAGE_INFO_COLUMNS, summarize_seeds, summary_markdown,
     update_readme, write_summary,
 )
-from .results import load_results, load_seed_results, result_name  # noqa: F401 - re-exported
+from .results import load_results, load_seed_results, model_slug, result_name  # noqa: F401 - re-exported
 
 ZERO_SHOT = "zero-shot"
-
-
-def model_slug(model: str) -> str:
-    """A folder name for a model name or path (``bundled`` → ``multilingual-e5-small``)."""
-    return "multilingual-e5-small" if model == "bundled" else Path(model.rstrip("/")).name
 
 
 def run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int | None = None) -> Path:
@@ -286,6 +280,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             :class:`hybrid_utils.plan.BudgetExceededError` when over budget (:func:`hybrid_utils.plan.check_budget`).
     """
     from .config import METHODS
+    from .tabulate import add_postprocessed, seed_rows, tabulate_study
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     methods = list(methods or profile.methods)
@@ -309,9 +304,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             result = evaluate(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
                               model_name=model_slug(model), refresh=ZERO_SHOT in refresh)
             timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
-            rows += _rows(model, ZERO_SHOT, "-", eval_on, None, result)
+            rows += seed_rows(model, ZERO_SHOT, "-", eval_on, None, result)
             results.setdefault((ZERO_SHOT, eval_on), []).append(result)  # only compared with its own post-processing
-            _add_postprocessed(results, ZERO_SHOT, eval_on, result)
+            add_postprocessed(results, ZERO_SHOT, eval_on, result)
             for method in methods:
                 for seed in seeds:
                     out_dir = run_dir(profile, model, method, train_on, seed)
@@ -324,9 +319,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                                       model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})",
                                       refresh=method in refresh)
                     timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
-                    rows += _rows(model, method, train_on, eval_on, seed, result)
+                    rows += seed_rows(model, method, train_on, eval_on, seed, result)
                     results.setdefault((method, eval_on), []).append(result)
-                    _add_postprocessed(results, method, eval_on, result)
+                    add_postprocessed(results, method, eval_on, result)
     run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols)
     sweep = lambda_sweep(profile, evaluate, timer, log=log) if run_sweep else None
     if sweep is None and study and (Path(profile.results_dir) / "adversarial_sweep.csv").exists():
@@ -335,83 +330,10 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
         from .language_weighting import language_weights_study
         language_weights_study(profile, seeds=seeds, train_sets=train_sets, evaluate=evaluate, timer=timer, log=log)
 
-    start = time.perf_counter()
-    results_dir = Path(profile.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    per_seed = pd.DataFrame(rows, columns=SEED_COLUMNS)
-    per_seed.to_csv(results_dir / "seed_results.csv", index=False)
-    summary_all = summarize_seeds(per_seed)
-    write_summary(summary_all, results_dir)
-    summary = summary_all[summary_all["postprocess"] == "none"].reset_index(drop=True)
-    from .stats import compare_methods
-    comparisons = compare_methods(results, comparisons=_comparison_pairs(results))
-    comparisons.to_csv(results_dir / "comparisons.csv", index=False)
-    timer.add("summary and comparisons", time.perf_counter() - start)
-    start = time.perf_counter()
-    from .plots import save_study_figures
-    save_study_figures(results_dir, summary)
-    timer.add("figures", time.perf_counter() - start)
-    if profile.name == "cpu" and results_dir.resolve() == (Path.cwd() / "results").resolve():
-        effect = centering_effect(summary_all)
-        notes = [_sweep_note(sweep, profile) if sweep is not None else "",
-                 ("Training-free centring of each language's embeddings (`hybrid_utils.postprocess`, rows "
-                  "`postprocess == center` of `summary.csv`; paired tests `<method> + center` in `comparisons.csv`):\n"
-                  + describe_centering(effect)) if len(effect) else "",
-                 _language_weights_note(results_dir)]
-        update_readme(summary, profile.results_dir, comparisons=comparisons,
-                      notes="\n\n".join(note for note in notes if note))
-    write_timing(timer, results_dir, profile, study, seeds, protocols, started)
+    summary = tabulate_study(profile, rows, results, sweep, timer)
+    write_timing(timer, Path(profile.results_dir), profile, study, seeds, protocols, started)
     log("\nTime per stage\n" + timer.table())
     return summary
-
-
-def _language_weights_note(results_dir: Path) -> str:
-    """The size-vs-uniform comparison in words for the README, if ``reproduce --language-weights`` has run."""
-    table, comparisons = results_dir / "language_weights.csv", results_dir / "language_weights_comparisons.csv"
-    if not (table.exists() and comparisons.exists()):
-        return ""
-    from .language_weighting import describe_language_weights
-
-    return ("Hybrid batches with uniform instead of size-proportional languages (`reproduce --study --language-weights`, "
-            "`language_weights.csv`; uniform − size):\n\n"
-            + describe_language_weights(pd.read_csv(table), pd.read_csv(comparisons)))
-
-
-def _add_postprocessed(results: dict, method: str, eval_on: str, result: dict) -> None:
-    """File each post-processed variant of ``result`` as a method of its own (``hybrid + center``) for the comparisons."""
-    for name, values in (result.get("postprocess") or {}).items():
-        results.setdefault((f"{method} + {name}", eval_on), []).append(values)
-
-
-def _comparison_pairs(results: dict) -> list[tuple[str, str]]:
-    """The study's method comparisons, every post-processed variant against its own embeddings, then the study's
-    comparisons again after each post-processing (does a method's advantage survive a training-free correction?)."""
-    from .stats import STUDY_COMPARISONS
-
-    variants = [name for name, _ in dict.fromkeys(results) if " + " in name]
-    pairs = list(STUDY_COMPARISONS)
-    pairs += [(name, name.split(" + ")[0]) for name in variants]
-    for postprocess in dict.fromkeys(name.split(" + ", 1)[1] for name in variants):
-        pairs += [(f"{a} + {postprocess}", f"{b} + {postprocess}") for a, b in STUDY_COMPARISONS]
-    return list(dict.fromkeys(pairs))
-
-
-def _rows(model: str, method: str, train_on: str, eval_on: str, seed: int | None, result: dict) -> list[dict]:
-    """The ``seed_results.csv`` rows of one evaluation: its embeddings as they are, then each post-processing."""
-    variants = {"none": result, **(result.get("postprocess") or {})}
-    rows = []
-    for postprocess, values in variants.items():
-        row = {"model": model_slug(model), "method": method, "train_on": train_on, "eval_on": eval_on, "seed": seed,
-               "postprocess": postprocess}
-        for k in RECALL_CUTOFFS:
-            for setting, value in (values.get(f"recall_at_{k}") or {}).items():
-                row[f"{setting}_recall_at_{k}"] = value
-        # a post-processed variant's language information is its own (None until it reports it), not the raw one's
-        own = LANGUAGE_INFO_COLUMNS if values is not result else ()
-        row.update({key: values.get(key, None if key in own else result.get(key)) for key in SEED_COLUMNS
-                    if key not in row})
-        rows.append(row)
-    return rows
 
 
 def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:
@@ -470,11 +392,3 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
             Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
             sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
     return sweep
-
-
-def _sweep_note(sweep: pd.DataFrame, profile: Profile) -> str:
-    """The sweep in words for the README; the discriminator's chance level is 1 / languages of the training set."""
-    from .data import load_lareqa
-    from .report import describe_sweep
-
-    return describe_sweep(sweep, chance=1.0 / len(load_lareqa(profile.sweep_train_on).languages))

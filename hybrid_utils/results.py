@@ -11,9 +11,14 @@ import json
 import re
 from pathlib import Path
 
-__all__ = ["load_results", "load_seed_results", "result_name"]
+__all__ = ["load_results", "load_seed_results", "result_name", "model_slug"]
 
 _SEEDED = re.compile(r"^(?P<eval_on>.+)-seed(?P<seed>\d+)$")
+
+
+def model_slug(model: str) -> str:
+    """A folder name for a model name or path (``bundled`` → ``multilingual-e5-small``)."""
+    return "multilingual-e5-small" if model == "bundled" else Path(model.rstrip("/")).name
 
 
 def result_name(eval_on: str, seed: int | None) -> str:

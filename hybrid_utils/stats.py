@@ -164,14 +164,18 @@ def _has_per_query(results: Sequence[Mapping], key: str) -> bool:
 
 
 def _question_means(a_results: Sequence[Mapping], b_results: Sequence[Mapping], key: str) -> tuple:
-    """Old result files: per side the per-question values averaged over seeds (one pseudo-seed), on the ids both
-    sides have, and each seed's mean over questions (for the seed sd)."""
+    """Old result files: per side and seed the per-question values on the ids both sides have (one pseudo-language,
+    so the bootstrap still resamples seeds, then questions), and each seed's mean over questions (for the seed sd)."""
     a_table, b_table = _seed_table(a_results, key, "a"), _seed_table(b_results, key, "b")
-    paired = pd.concat([a_table.mean(axis=1).rename("a"), b_table.mean(axis=1).rename("b")], axis=1).dropna()
-    ids = paired.index.astype(str).to_numpy()
-    one_group = np.full(ids.size, "all")
-    sides = [[SeedValues(ids, one_group, paired[side].to_numpy(dtype=float))] for side in ("a", "b")]
-    return (*sides, a_table.mean(axis=0).to_numpy(dtype=float), b_table.mean(axis=0).to_numpy(dtype=float))
+    ids = a_table.index[a_table.notna().any(axis=1) & b_table.reindex(a_table.index).notna().any(axis=1)]
+    one_group = np.full(len(ids), "all")
+
+    def seeds(table: pd.DataFrame) -> list:
+        return [SeedValues(ids.astype(str).to_numpy(), one_group, table.loc[ids, c].to_numpy(dtype=float))
+                for c in table.columns]
+
+    return (seeds(a_table), seeds(b_table), a_table.mean(axis=0).to_numpy(dtype=float),
+            b_table.mean(axis=0).to_numpy(dtype=float))
 
 
 def paired_difference(a_results: Sequence[Mapping], b_results: Sequence[Mapping], metric: str,
@@ -183,8 +187,8 @@ def paired_difference(a_results: Sequence[Mapping], b_results: Sequence[Mapping]
     languages, with :func:`hybrid_utils.bootstrap.paired_bootstrap` (seeds of each side and
     question ids resampled in every replicate). Otherwise (:data:`ESTIMAND_QUESTIONS`, result
     files from before ``per_query``): the mean per-question difference of the seed-averaged
-    ``per_question`` values on the ids both sides have, resampled over questions only, as
-    before; that is not the table's macro on unbalanced data (MLQA-R).
+    ``per_question`` values on the ids both sides have, seeds and questions resampled the same
+    way; that is not the table's macro on unbalanced data (MLQA-R).
 
     Returns:
         dict: ``diff``, ``ci_low``, ``ci_high`` (percentile interval), ``p_value`` (two-sided,
@@ -345,8 +349,11 @@ def _number(value: float, digits: int, sign: bool = False) -> str:
 
 
 def _p_text(value) -> str:
+    """A p-value for a sentence: below 1e-6 a normal approximation's tail says nothing more precise than that."""
     value = math.nan if value is None else float(value)
-    return "n/a" if not np.isfinite(value) else f"{value:.1e}" if 0 < value < 1e-4 else f"{value:.4f}"
+    if not np.isfinite(value):
+        return "n/a"
+    return "< 1e-6" if value < 1e-6 else f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
 def describe_comparisons(frame: pd.DataFrame) -> str:

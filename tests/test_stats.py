@@ -42,8 +42,8 @@ def test_exact_shift_is_detected(base):
     b = seeds(base + 0.05, [0.0, 0.001, -0.001])
     row = paired_difference(a, b, "multilingual_map", n_resamples=999)
     assert row["diff"] == pytest.approx(-0.05, abs=1e-12)
-    assert row["ci_low"] == pytest.approx(-0.05, abs=1e-9) and row["ci_high"] == pytest.approx(-0.05, abs=1e-9)
-    assert row["ci_high"] < 0
+    # the seeds (shifted by +-0.001) are resampled too, even in old result files: the interval has their width
+    assert -0.0525 < row["ci_low"] < -0.0501 and -0.0499 < row["ci_high"] < -0.0475
     assert row["p_value"] < 0.01
     assert row["n_questions"] == N
     assert row["a_seed_sd"] == pytest.approx(0.001) and row["b_seed_sd"] == pytest.approx(0.001)
@@ -132,8 +132,8 @@ def test_compare_methods_rank_distance_direction_and_description(base):
     text = describe_comparisons(frame)
     lines = text.splitlines()
     assert len(lines) == 4
-    assert any(line.startswith("- xquad-r, multilingual mAP: hybrid − monolingual = +0.020 [0.020, 0.020] "
-                               "(mean over questions, old result file), p = 0.0000, Holm p = 0.0000, ")
+    assert any(line.startswith("- xquad-r, multilingual mAP: hybrid − monolingual = +0.020 [0.019, 0.021] "
+                               "(mean over questions, old result file), p = < 1e-6, Holm p = < 1e-6, ")
                and line.endswith("seed spread 0.001: hybrid better") for line in lines)
     assert any(line.startswith("- xquad-r, rank distance: hybrid − monolingual = -3.00") and
                line.endswith(": hybrid better") for line in lines)
@@ -444,5 +444,5 @@ def test_describe_an_old_comparisons_table_without_the_new_columns():
                                          "p = 0.0002, seed spread 0.002: hybrid better")
     new = old.assign(p_value=2e-7, p_holm=3e-6, estimand=ESTIMAND_QUESTIONS)
     assert describe_comparisons(new) == ("- xquad-r, cross-lingual mAP: hybrid − monolingual = +0.008 [0.006, 0.010] "
-                                         "(mean over questions, old result file), p = 2.0e-07, Holm p = 3.0e-06, "
+                                         "(mean over questions, old result file), p = < 1e-6, Holm p = 3.0e-06, "
                                          "seed spread 0.002: hybrid better")
