@@ -7,6 +7,8 @@ Commands:
 * ``train``: fine-tune one method (``monolingual``, ``cross-lingual``, ``hybrid``,
   ``adversarial``, ``hybrid-adversarial``) on XQuAD-R or MLQA-R.
 * ``tune``: choose steps, learning rate and scale on held-out questions of the training set.
+* ``positive-control``: can a CPU setting show the paper's trade-off at all? Monolingual and
+  cross-lingual batches in a few settings, validated on held-out training questions; resumable.
 * ``evaluate``: LAReQA evaluation (mono-, cross-, multilingual mAP and language bias) of
   an encoder on XQuAD-R, MLQA-R or a folder of LAReQA files; prints a summary and
   optionally writes the full result as JSON.
@@ -319,6 +321,42 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# positive-control
+# --------------------------------------------------------------------------------------
+def add_positive_control_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``positive-control`` command."""
+    from hybrid_utils.positive_control import SETTINGS
+
+    parser = subparsers.add_parser(
+        "positive-control", help="can a CPU setting show the trade-off between monolingual and cross-lingual batches?",
+        description="Train monolingual and cross-lingual batches in each setting (seeds x methods), validate on "
+                    "held-out questions of the training set, append to results/positive_control.csv (rows already "
+                    "there are not trained again) and write results/positive_control.md. Never looks at the "
+                    "evaluation set.")
+    parser.add_argument("--settings", nargs="+", default=None, choices=sorted(SETTINGS), metavar="SETTING",
+                        help=f"settings to search (default: all of {', '.join(SETTINGS)})")
+    parser.add_argument("--methods", nargs="+", default=["monolingual", "cross-lingual"], metavar="METHOD")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2], metavar="SEED")
+    parser.add_argument("--output", default="results/positive_control.csv", help="CSV file (default: %(default)s)")
+    parser.add_argument("--runs-dir", default="runs/positive-control", help="run folders (default: %(default)s)")
+    parser.set_defaults(handler=run_positive_control_command)
+    return parser
+
+
+def run_positive_control_command(args: argparse.Namespace) -> int:
+    """Handler of ``positive-control``."""
+    from hybrid_utils.positive_control import run_positive_control, write_report
+
+    try:
+        frame = run_positive_control(args.settings, methods=args.methods, seeds=args.seeds, output=args.output,
+                                     runs_dir=args.runs_dir)
+        print(write_report(frame, Path(args.output).with_suffix(".md")))
+    except (ValueError, OSError) as err:
+        raise CLIError(_one_line(err)) from err
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # export-beir
 # --------------------------------------------------------------------------------------
 def add_export_beir_parser(subparsers) -> argparse.ArgumentParser:
@@ -409,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_evaluate_parser(subparsers)
     add_tune_parser(subparsers)
+    add_positive_control_parser(subparsers)
     add_export_beir_parser(subparsers)
     add_benchmark_parser(subparsers)
     return parser

@@ -1,0 +1,58 @@
+"""The positive control: does a setting show the trade-off between monolingual and cross-lingual batches?"""
+
+import os
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hybrid_utils.positive_control import COLUMNS, describe_trade_off, trade_off, write_report
+
+
+def _rows(setting, method, finals, start=0.5):
+    return [{"setting": setting, "method": method, "seed": seed, "step": step, "mono_map": value if step else start,
+             "cross_map": 0.5, "multilingual_map": 0.4, "language_bias": 100.0}
+            for seed, value in enumerate(finals, 1) for step in (0, 240)]
+
+
+def test_trade_off_needs_the_gap_to_stand_out_from_the_seed_noise_of_either_method():
+    frame = pd.DataFrame(_rows("clear", "monolingual", [0.670, 0.664]) + _rows("clear", "cross-lingual", [0.650, 0.648])
+                         + _rows("noisy", "monolingual", [0.700, 0.660]) + _rows("noisy", "cross-lingual", [0.660, 0.661])
+                         + _rows("reversed", "monolingual", [0.60, 0.601]) + _rows("reversed", "cross-lingual", [0.65, 0.651]))
+    table = trade_off(frame).set_index("setting")
+    assert table.loc["clear", "gap"] == pytest.approx(0.018)
+    assert table.loc["clear", "seed_sd"] == pytest.approx(0.0042426, rel=1e-4)  # the larger of the two sds
+    assert table.loc["clear", "shows"] and table.loc["clear", "steps"] == 240  # the last step, not step 0
+    assert not table.loc["noisy", "shows"]  # a gap of 0.0195 inside a seed sd of 0.028
+    assert not table.loc["reversed", "shows"]  # cross-lingual batches better: no trade-off to repair
+    text = describe_trade_off(trade_off(frame))
+    assert "- clear: monolingual - cross-lingual batches, monolingual mAP on held-out training questions +0.018" in text
+    assert "shows the trade-off (gap 4.2 x the seed sd)" in text and text.count("does not show it") == 2
+
+
+def test_one_seed_is_not_enough_to_tell_and_the_report_is_generated(tmp_path):
+    frame = pd.DataFrame(_rows("single", "monolingual", [0.7]) + _rows("single", "cross-lingual", [0.6])
+                         + _rows("pair", "monolingual", [0.670, 0.664]) + _rows("pair", "cross-lingual", [0.650, 0.648]))
+    assert list(trade_off(frame)["setting"]) == ["pair"]
+    text = write_report(frame, tmp_path / "pc.md")
+    assert (tmp_path / "pc.md").read_text() == text
+    assert "| pair      | monolingual   |       2 | 0.667 ± 0.004" in text
+
+
+@pytest.mark.slow
+def test_run_positive_control_writes_rows_and_resumes(tmp_path):
+    from hybrid_utils.positive_control import run_positive_control
+
+    out = tmp_path / "pc.csv"
+    small = dict(languages=("de", "en", "es"), limit_pairs=600, batch_size=8, steps=2)
+    frame = run_positive_control(["pretrained-top2-120"], seeds=[1], output=out, runs_dir=tmp_path / "runs",
+                                 eval_every=2, log=None, **small)
+    assert list(frame.columns) == COLUMNS and sorted(set(frame["method"])) == ["cross-lingual", "monolingual"]
+    assert sorted(set(frame["step"])) == [0, 2]
+    assert frame[["mono_map", "cross_map", "multilingual_map"]].apply(lambda c: c.between(0, 1)).all().all()
+    again = run_positive_control(["pretrained-top2-120"], seeds=[1], output=out, runs_dir=tmp_path / "runs",
+                                 eval_every=2, log=None, **small)
+    pd.testing.assert_frame_equal(again, frame)  # resumed: nothing trained again
+    with pytest.raises(ValueError, match="unknown positive-control setting"):
+        run_positive_control(["magic"], output=out)
