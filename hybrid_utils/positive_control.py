@@ -20,10 +20,8 @@ resumes where it stopped (rows already there are not trained again).
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,21 +48,6 @@ def _finished(frame: pd.DataFrame, setting: str, method: str, seed: int, steps: 
     return not done.empty and int(done["step"].max()) >= int(steps)
 
 
-def _train_and_validate(config, train_on: str, eval_every: int) -> tuple[list[dict], float]:
-    from .training import build_training_run
-    from .tuning import ValidationCallback, validation_dataset
-
-    shutil.rmtree(config.output_dir, ignore_errors=True)  # a fresh run: no checkpoint of an interrupted attempt
-    run = build_training_run(config, log=None)
-    validation = validation_dataset(train_on, run.info["heldout_question_ids"], languages=config.languages)
-    callback = ValidationCallback(run.model, validation, every=eval_every)
-    run.trainer.add_callback(callback)
-    start = time.perf_counter()
-    with run.attached():
-        run.trainer.train()
-    return callback.rows, time.perf_counter() - start
-
-
 def run_positive_control(settings: Sequence[str] | None = None, methods: Sequence[str] = ("monolingual", "cross-lingual"),
                          seeds: Sequence[int] = (1, 2), train_on: str = "mlqa-r",
                          output: str | Path = "results/positive_control.csv", runs_dir: str | Path = "runs/positive-control",
@@ -85,6 +68,7 @@ def run_positive_control(settings: Sequence[str] | None = None, methods: Sequenc
         every row of ``output`` (one per setting, method, seed and validated step).
     """
     from .config import TrainConfig
+    from .tuning import train_and_validate
 
     log = log or (lambda *args, **kwargs: None)
     output = Path(output)
@@ -101,7 +85,7 @@ def run_positive_control(settings: Sequence[str] | None = None, methods: Sequenc
                 config = TrainConfig(method=method, seed=int(seed), save_steps=0, resume=False,
                                      show_progress=False, output_dir=str(Path(runs_dir) / setting / f"{method}-seed{seed}"),
                                      **values)
-                rows, seconds = _train_and_validate(config, config.train_on, eval_every)
+                rows, seconds, _ = train_and_validate(config, config.train_on, eval_every)
                 fixed = {"setting": setting, "train_on": Path(config.train_on).name, "method": method, "seed": int(seed),
                          "seconds": round(seconds, 1), "reinit_top_layers": config.reinit_top_layers,
                          "num_trainable_layers": config.num_trainable_layers,

@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 from transformers import TrainerCallback
 
-__all__ = ["ValidationCallback", "validation_dataset", "validate_run", "validation_row", "choose_lambda",
+__all__ = ["ValidationCallback", "validation_dataset", "validate_run", "train_and_validate", "validation_row", "choose_lambda",
            "VALIDATION_COLUMNS", "tune", "choose", "describe_tuning", "DEFAULT_GRID",
            "TUNED_METHODS"]
 
@@ -151,8 +151,12 @@ def _done(frame: pd.DataFrame, method: str, point: Mapping, steps: int) -> bool:
     return not rows.empty and int(rows["step"].max()) >= int(steps)
 
 
-def _validate_point(config, train_on: str, eval_every: int) -> tuple[list[dict], float, int]:
-    """Train one grid point from scratch and return its validation rows, seconds and validation questions."""
+def train_and_validate(config, train_on: str, eval_every: int) -> tuple[list[dict], float, int]:
+    """Train one run from scratch, validating every ``eval_every`` steps on held-out questions of ``train_on``.
+
+    Returns the validation rows (:class:`ValidationCallback`), the training seconds and the number of validation
+    questions. Used by :func:`tune` and by :mod:`hybrid_utils.positive_control`.
+    """
     from .training import build_training_run
 
     if config.eval_holdout <= 0:
@@ -201,7 +205,7 @@ def tune(train_on: str = "mlqa-r", methods: Sequence[str] = TUNED_METHODS, grid:
             settings = dict(method=method, train_on=train_on, steps=int(steps), save_steps=0, resume=False,
                             output_dir=str(Path(runs_dir) / name / label), show_progress=False)
             config = TrainConfig(**{**settings, **overrides, **point})
-            rows, seconds, n_questions = _validate_point(config, train_on, eval_every)
+            rows, seconds, n_questions = train_and_validate(config, train_on, eval_every)
             fixed = {"train_on": name, "method": method, "learning_rate": config.learning_rate, "scale": config.scale,
                      "num_trainable_layers": config.num_trainable_layers}
             new = pd.DataFrame([{**fixed, **row, "seconds": round(seconds, 1)} for row in rows], columns=TUNING_COLUMNS)
