@@ -239,12 +239,15 @@ def plot_lambda_sweep(sweep: pd.DataFrame, chance: float | None = None, axes=Non
 
 def plot_tuning_curves(frame: pd.DataFrame, ax=None, chosen_step: int | None = None,
                        title: str = "validation score (held-out training questions)"):
-    """Validation score (mean of the three mAPs) against step, one line per grid point (``results/tuning/*.csv``)."""
+    """Validation score (mean of the three mAPs) against step, one line per method and grid point (``results/tuning/*.csv``)."""
     ax = _axes(ax, figsize=(7, 3.5))
-    keys = [k for k in ("num_trainable_layers", "learning_rate", "scale") if k in frame]
-    for point, curve in frame.groupby(keys):
+    keys = [k for k in ("num_trainable_layers", "learning_rate", "scale") if k in frame and frame[k].nunique() > 1]
+    methods = "method" in frame and frame["method"].nunique() > 1
+    for point, curve in frame.groupby((["method"] if methods else []) + (keys or ["scale"])):
+        point = point[1:] if methods else point
         label = ", ".join(f"{k.replace('num_trainable_layers', 'layers').replace('learning_rate', 'lr')} {v:g}"
                           for k, v in zip(keys, point))
+        label = f"{curve['method'].iloc[0]}{', ' + label if label else ''}" if methods else (label or "grid point")
         curve = curve.sort_values("step")
         ax.plot(curve["step"], curve["score"], "o-", ms=3, label=label)
     if chosen_step is not None:

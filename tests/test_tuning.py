@@ -80,3 +80,22 @@ def test_each_method_trains_with_its_own_tuned_values():
         "steps": 80, "learning_rate": 3e-4, "scale": 20.0, "num_trainable_layers": profile.num_trainable_layers}
     assert profile.training_defaults("mlqa-r", "hybrid")["learning_rate"] == profile.learning_rate
     assert profile.training_defaults("xquad-r", "monolingual")["steps"] == profile.steps
+
+
+def test_cpu_profile_trains_each_method_with_its_committed_tuning_choice():
+    """The values in profiles.py are the ones `tune` chose (results/tuning/<set>.json): they cannot drift apart."""
+    from pathlib import Path
+
+    from hybrid_utils.profiles import PROFILES
+
+    checked = 0
+    for path in sorted(Path(__file__).resolve().parents[1].joinpath("results", "tuning").glob("*.json")):
+        choices = json.loads(path.read_text())
+        if "learning_rate" in choices:  # a search of one method only, from before every method was tuned
+            continue
+        for method, choice in choices.items():
+            values = PROFILES["cpu"].training_defaults(path.stem, method)
+            assert (values["steps"], values["learning_rate"], values["scale"]) == (
+                choice["steps"], choice["learning_rate"], choice["scale"]), (path.name, method)
+            checked += 1
+    assert checked >= 4  # at least one training set with the four methods of the study
