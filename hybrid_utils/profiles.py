@@ -54,16 +54,14 @@ class Profile:
     models: tuple[str, ...] = ("bundled",)
     methods: tuple[str, ...] = ("monolingual", "cross-lingual", "hybrid", "adversarial", "hybrid-adversarial")
     protocols: tuple[tuple[str, str], ...] = (("mlqa-r", "xquad-r"), ("xquad-r", "mlqa-r"))
-    # Steps, learning rate and InfoNCE scale (1 / temperature) were chosen on held-out questions of the *training*
-    # set (10 % of its question ids, never the evaluation set): `python -m hybrid_utils tune`, evidence in
-    # results/tuning/<train set>.csv (validation mAP every 40 steps per grid point) and described by
-    # `hybrid_utils.tuning.describe_tuning`. Rule: the best grid point by the mean of mono-, cross- and multilingual
-    # validation mAP, and the first step within 0.002 of that run's best (where the curve has flattened).
-    # The number of trainable top layers is a compute-budget decision, not a tuned one: on MLQA-R the top 4 layers
-    # reach a validation score about 0.007 higher than the top 2 (results/tuning/mlqa-r.csv), but cost about twice
-    # the training and evaluation time; with 4 layers the committed study (3 seeds, both protocols, the lambda
-    # sweep) would not fit its 2-hour budget on two fp32 cores. `--num-trainable-layers 4` is one flag away.
-    # The values below are the MLQA-R choice; `per_train_set` holds the XQuAD-R one.
+    # Steps, learning rate and InfoNCE scale (1 / temperature) are chosen per method on held-out questions of the
+    # *training* set (10 % of its question ids, whole paragraph groups, never the evaluation set): `python -m
+    # hybrid_utils tune` (every method on the same grid), evidence in results/tuning/<train set>.csv (validation mAP
+    # every 40 steps per method and grid point) and .json (the choice). Rule: the best grid point by the mean of
+    # mono-, cross- and multilingual validation mAP, and the first step within 0.002 of that run's best.
+    # The number of trainable top layers is a compute-budget decision, not a tuned one (2 layers; an earlier
+    # hybrid-only search found 4 layers about 0.007 better on MLQA-R at twice the cost, in git history).
+    # The fields below are the defaults; `per_train_set` holds each training set's (and method's) choice.
     steps: int = 120
     batch_size: int = 32
     learning_rate: float = 1e-4
