@@ -136,9 +136,9 @@ PROFILES = {
     # 0.002 of its best at step 120; lr 3e-4 was not tried there for lack of time (on MLQA-R it was unstable)
     # MLQA-R: every method tuned on the same grid (lr 1e-4 / 3e-4 at scale 50, 200 steps, held-out paragraph groups):
     # results/tuning/mlqa-r.csv and .json (tests/test_tuning.py checks that these values are that file's choice).
-    # XQuAD-R still has the earlier hybrid-only search (results/tuning/xquad-r.csv); its every-method search is pending.
+    # XQuAD-R: the same grid at scale 20 (its earlier hybrid-only search preferred 20 to 50): results/tuning/xquad-r.*
     "cpu": Profile(name="cpu", methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
-                   per_train_set={"xquad-r": {"scale": 20.0},
+                   per_train_set={"xquad-r": {"scale": 20.0, "methods": {"monolingual": {"learning_rate": 0.0001, "steps": 80}, "cross-lingual": {"learning_rate": 0.0001, "steps": 120}, "hybrid": {"learning_rate": 0.0001, "steps": 80}, "adversarial": {"learning_rate": 0.0001, "steps": 40}}},
                                   "mlqa-r": {"methods": {"monolingual": {"learning_rate": 3e-4, "steps": 160},
                                                          "cross-lingual": {"learning_rate": 1e-4, "steps": 120},
                                                          "hybrid": {"learning_rate": 1e-4, "steps": 120},

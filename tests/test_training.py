@@ -239,7 +239,7 @@ def test_train_config_defaults_are_the_cpu_profile():
     for train_on in ("mlqa-r", "xquad-r"):
         expected = {name: getattr(cpu, name) for name in ("batch_size", "alpha", "trainable", "max_seq_length",
                                                           "limit_pairs", "eval_holdout", "lambda_max")}
-        expected.update(cpu.training_defaults(train_on))
+        expected.update(cpu.training_defaults(train_on, "hybrid"))  # TrainConfig and the CLI default to hybrid
         config = TrainConfig(train_on=train_on)
         cli = config_from_args(add_train_arguments(argparse.ArgumentParser()).parse_args(["--train-on", train_on]))
         study = train_config(cpu, "hybrid", train_on)
