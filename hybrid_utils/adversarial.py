@@ -407,16 +407,13 @@ class AdversarialLoss(nn.Module):
             self._forward_steps += 1
         # The encoder's adversarial gradient comes from the current batch alone, as a mean over its embeddings, so
         # lambda means what it says. (Averaging it together with the queue divided it by ~(queue + 2B) / 2B.)
-        if self.adversary == "confusion":
-            logits = self.discriminator(features.detach())
-            adversarial = nn.functional.cross_entropy(logits, targets)
-            confusion = self._confusion_loss(features)
-        else:
-            logits = self.discriminator(self.grl(features))
-            adversarial = nn.functional.cross_entropy(logits, targets)
+        # the confusion adversary trains the discriminator on detached embeddings and moves the encoder in its own term
+        confused = self.adversary == "confusion"
+        logits = self.discriminator(features.detach() if confused else self.grl(features))
+        adversarial = nn.functional.cross_entropy(logits, targets)
         losses = {"contrastive": contrastive, "adversarial": adversarial}
-        if self.adversary == "confusion":
-            losses["confusion"] = self.current_lambda * confusion
+        if confused:
+            losses["confusion"] = self.current_lambda * self._confusion_loss(features)
         queue_features, queue_labels = self.queued()
         if self.training and len(queue_labels):
             # the queue trains the discriminator on the other languages, in a term of its own: no encoder gradient
