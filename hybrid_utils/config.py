@@ -110,7 +110,9 @@ class TrainConfig:
         reinit_top_layers: re-initialise the top N transformer layers before training (their weights drawn
             afresh, seeded by ``seed``), so the model must learn retrieval from the batches, as a masked
             language model such as XLM-R must; the positive control of the study (``hybrid_utils.positive_control``).
-            At most ``num_trainable_layers`` with ``trainable="cpu-default"``.
+            At most ``num_trainable_layers`` with ``trainable="cpu-default"``. ``None``: the cpu profile's value
+            for the bundled model (at most ``num_trainable_layers``), 0 for any other model (a Hub model such
+            as XLM-R is trained from its own start, as in the paper).
         languages: training languages (default: all of ``train_on``).
         limit_pairs: keep about this many pairs (whole question ids, drawn at random), for quick runs.
         eval_holdout: fraction of question ids held out of training (ids saved in
@@ -167,7 +169,7 @@ class TrainConfig:
     max_seq_length: int | None = _CPU.max_seq_length
     trainable: str = _CPU.trainable
     num_trainable_layers: int | None = None
-    reinit_top_layers: int = 0
+    reinit_top_layers: int | None = None
     languages: tuple[str, ...] | None = None
     limit_pairs: int | None = _CPU.limit_pairs
     eval_holdout: float = _CPU.eval_holdout
@@ -195,9 +197,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # None: the cpu profile's value for this training set (tuned per training set, see profiles.py)
+        if self.reinit_top_layers is None and (self.model != "bundled" or self.trainable != "cpu-default"):
+            self.reinit_top_layers = 0  # the re-initialised start is the bundled model's stand-in for an MLM start
+        reinit_default = self.reinit_top_layers is None
         for key, value in _CPU.training_defaults(Path(str(self.train_on)).name, self.method).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if reinit_default:
+            self.reinit_top_layers = min(self.reinit_top_layers, self.num_trainable_layers)
         if self.method not in METHOD_NAMES:
             raise ValueError(f"unknown method {self.method!r}: choose one of {list(METHOD_NAMES)}")
         if self.trainable not in TRAINABLE:

@@ -43,7 +43,7 @@ STUDY_ENV = "HYBRID_STUDY"
 #: set by `reproduce --train-sets ... --notebooks`: the protocols the notebooks' study covers (comma-separated)
 TRAIN_SETS_ENV = "HYBRID_TRAIN_SETS"
 #: the training settings a profile may choose per training set (``Profile.per_train_set``)
-TUNED = ("steps", "learning_rate", "scale", "num_trainable_layers")
+TUNED = ("steps", "learning_rate", "scale", "num_trainable_layers", "reinit_top_layers")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Profile:
     language_weights: str = "size"
     trainable: str = "cpu-default"
     num_trainable_layers: int = 2
+    # re-initialise the top N trained layers before training (hybrid_utils.training.reinitialise_top_layers): the
+    # starting point then has to learn retrieval from the batches, as the paper's XLM-R does (results/positive_control.md)
+    reinit_top_layers: int = 0
     max_seq_length: int = 64
     limit_pairs: int | None = None
     # fraction of question ids held out of training (TrainConfig.eval_holdout)
@@ -130,19 +133,30 @@ PROFILES = {
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",
     ),
-    # hybrid-adversarial (hybrid batches + discriminator) is left out of the cpu study to keep the committed study
-    # (3 seeds x 2 protocols) within its 2-hour budget on two fp32 cores; `--methods hybrid-adversarial` runs it.
-    # XQuAD-R (results/tuning/xquad-r.csv): scale 20 beat 50 on its held-out questions, and the curve was within
-    # 0.002 of its best at step 120; lr 3e-4 was not tried there for lack of time (on MLQA-R it was unstable)
-    # MLQA-R: every method tuned on the same grid (lr 1e-4 / 3e-4 at scale 50, 200 steps, held-out paragraph groups):
-    # results/tuning/mlqa-r.csv and .json (tests/test_tuning.py checks that these values are that file's choice).
-    # XQuAD-R: the same grid at scale 20 (its earlier hybrid-only search preferred 20 to 50): results/tuning/xquad-r.*
+    # The offline default and the committed study: the bundled encoder with its top 2 layers re-initialised and
+    # trained for 240 steps at lr 3e-4 (scale 50), on one protocol (MLQA-R -> XQuAD-R). Why this setting: it is the
+    # one in which cross-lingual batches measurably cost monolingual accuracy (the positive control,
+    # results/positive_control.md); the pretrained start ("cpu-pretrained") does not show the trade-off, so hybrid
+    # batches have nothing to repair there. Every method runs the positive control's setting, which was fixed before
+    # any method but monolingual and cross-lingual ran in it: the same (zero) tuning budget for every method.
+    # lambda_max is chosen on held-out training questions by the sweep (`reproduce --study`, tuning.choose_lambda;
+    # tests/test_tuning.py checks that it is the committed sweep's choice). One protocol, not two: the 3-hour budget
+    # of the committed study (3 seeds, the sweep) does not fit both; hybrid-adversarial is left out for the same reason.
     "cpu": Profile(name="cpu", methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
-                   per_train_set={"xquad-r": {"scale": 20.0, "methods": {"monolingual": {"learning_rate": 0.0001, "steps": 80}, "cross-lingual": {"learning_rate": 0.0001, "steps": 120}, "hybrid": {"learning_rate": 0.0001, "steps": 80}, "adversarial": {"learning_rate": 0.0001, "steps": 40}}},
-                                  "mlqa-r": {"methods": {"monolingual": {"learning_rate": 3e-4, "steps": 160},
-                                                         "cross-lingual": {"learning_rate": 1e-4, "steps": 120},
-                                                         "hybrid": {"learning_rate": 1e-4, "steps": 120},
-                                                         "adversarial": {"learning_rate": 1e-4, "steps": 120}}}}),
+                   protocols=(("mlqa-r", "xquad-r"),), steps=240, learning_rate=3e-4, reinit_top_layers=2,
+                   lambda_sweep=(0.0, 0.3, 1.0)),
+    # The earlier setting: the pretrained encoder's top 2 layers fine-tuned, each method with its own tuning
+    # (results/tuning/<set>.csv and .json, the four methods on the same grid, held-out paragraph groups;
+    # tests/test_tuning.py checks that these values are that file's choice). Cross-lingual batches cost nothing
+    # monolingually there (results/positive_control.md), so it is kept for comparison, not as the study.
+    "cpu-pretrained": Profile(
+        name="cpu-pretrained", methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
+        results_dir="results-pretrained", runs_dir="runs/pretrained",
+        per_train_set={"xquad-r": {"scale": 20.0, "methods": {"monolingual": {"learning_rate": 0.0001, "steps": 80}, "cross-lingual": {"learning_rate": 0.0001, "steps": 120}, "hybrid": {"learning_rate": 0.0001, "steps": 80}, "adversarial": {"learning_rate": 0.0001, "steps": 40}}},
+                       "mlqa-r": {"methods": {"monolingual": {"learning_rate": 3e-4, "steps": 160},
+                                              "cross-lingual": {"learning_rate": 1e-4, "steps": 120},
+                                              "hybrid": {"learning_rate": 1e-4, "steps": 120},
+                                              "adversarial": {"learning_rate": 1e-4, "steps": 120}}}}),
     # A free Colab T4 (16 GB, fp16 tensor cores, no bf16: training picks fp16 mixed precision). 4 methods x 2
     # protocols = 8 runs of 500 steps of 100 pairs, plus 10 evaluations; the 1.5-hour budget leaves room for
     # downloads and slower steps than the dry run's assumption. Learning rate, batch and scale are the paper's

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -297,6 +298,9 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     timer = StageTimer()
     evaluate = Evaluator(profile, log)
     rows, results = [], {}
+    run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols) and "adversarial" in methods
+    if run_sweep:  # lambda is chosen on held-out training questions before the study's adversarial runs are used
+        profile = _choose_lambda_first(profile, evaluate, timer, log)
     for model in models or profile.models:
         for train_on, eval_on in protocols:
             log(f"== {model_slug(model)}: zero-shot on {eval_on}")
@@ -309,10 +313,10 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             add_postprocessed(results, ZERO_SHOT, eval_on, result)
             for method in methods:
                 for seed in seeds:
-                    out_dir = run_dir(profile, model, method, train_on, seed)
+                    out_dir = study_run_dir(profile, model, method, train_on, seed, study)
                     log(f"== {model_slug(model)}: {method} (seed {seed}), train on {train_on} -> evaluate on {eval_on}")
                     start = time.perf_counter()
-                    ensure_run(profile, method, train_on, model, log=log, seed=seed)
+                    ensure_run(profile, method, train_on, model, log=log, seed=seed, output_dir=str(out_dir))
                     timer.add(f"train {method} on {train_on}", time.perf_counter() - start, seed)
                     start = time.perf_counter()
                     result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on, seed),
@@ -322,8 +326,8 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                     rows += seed_rows(model, method, train_on, eval_on, seed, result)
                     results.setdefault((method, eval_on), []).append(result)
                     add_postprocessed(results, method, eval_on, result)
-    run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols)
-    sweep = lambda_sweep(profile, evaluate, timer, log=log) if run_sweep else None
+    sweep = (lambda_sweep(profile, evaluate, timer, log=log, eval_seeds=profile.sweep_seeds[:1]) if run_sweep
+             else None)  # the exploration on the evaluation set, one seed per lambda (labelled so in the report)
     if sweep is None and study and (Path(profile.results_dir) / "adversarial_sweep.csv").exists():
         sweep = pd.read_csv(Path(profile.results_dir) / "adversarial_sweep.csv")
     if language_weights:
@@ -336,16 +340,35 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     return summary
 
 
+def _choose_lambda_first(profile: Profile, evaluate: "Evaluator", timer: "StageTimer", log=print) -> Profile:
+    """Run the lambda sweep on held-out training questions and return ``profile`` at the chosen ``lambda_max``."""
+    from .tuning import choose_lambda
+
+    chosen = choose_lambda(lambda_sweep(profile, evaluate, timer, log=log, eval_set=False))
+    if chosen["lambda_max"] != profile.lambda_max:
+        log(f"  the sweep chose lambda_max {chosen['lambda_max']:g}, the profile says {profile.lambda_max:g}: the study "
+            f"uses the sweep's choice (set it in profiles.py so that the default reproduce trains it too)")
+    else:
+        log(f"  the sweep chose lambda_max {chosen['lambda_max']:g} (validation score {chosen['val_score']:.4f})")
+    return replace(profile, lambda_max=chosen["lambda_max"])
+
+
 def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:
-    """The run folder of the sweep at ``lambda_max``: the study's own adversarial run at the profile's value."""
-    if float(lambda_max) == profile.lambda_max:
-        return run_dir(profile, model, "adversarial", profile.sweep_train_on, seed)
+    """The run folder of the lambda sweep at ``lambda_max``; the study's adversarial runs are those at the chosen value."""
     return (Path(profile.runs_dir) / model_slug(model) / "lambda-sweep"
             / f"adversarial-{profile.sweep_train_on}-lambda{lambda_max:g}-seed{seed}")
 
 
+def study_run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int, study: bool) -> Path:
+    """Where :func:`reproduce` trains ``method``: in the study, the adversarial runs of the sweep's protocol are the
+    sweep's runs at the chosen ``lambda_max`` (trained once, not again)."""
+    if study and method == "adversarial" and train_on == profile.sweep_train_on and profile.lambda_max in profile.lambda_sweep:
+        return sweep_dir(profile, model, profile.lambda_max, seed)
+    return run_dir(profile, model, method, train_on, seed)
+
+
 def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "StageTimer | None" = None,
-                 lambdas=None, seeds=None, log=print, eval_set: bool = True) -> pd.DataFrame:
+                 lambdas=None, seeds=None, log=print, eval_set: bool = True, eval_seeds=None) -> pd.DataFrame:
     """The adversarial method at each ``lambda_max`` and seed; writes ``adversarial_sweep.csv``.
 
     Every run is measured on held-out questions of its *training* set (``val_*`` columns, by
@@ -353,8 +376,9 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     embeddings, the translation margin): that is where lambda is chosen (:func:`hybrid_utils.tuning.choose_lambda`).
     ``discriminator_accuracy`` is the discriminator's own accuracy on held-out texts of every language over
     the last tenth of training (chance: 1 / languages). With ``eval_set`` the runs are also evaluated on the
-    full evaluation pool (the other columns): an exploration, never used to choose.
-    The run at the profile's own ``lambda_max`` is the study's adversarial run (reused).
+    full evaluation pool (the other columns): an exploration, never used to choose; ``eval_seeds`` limits it to
+    those seeds (the study explores one seed: the chosen value's other seeds are the study's adversarial runs).
+    The runs at the profile's own ``lambda_max`` are the study's adversarial runs (:func:`study_run_dir`).
     """
     from .config import PROTOCOLS
     from .runs import load_train_log
@@ -375,7 +399,7 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
                        output_dir=str(folder))
             row = {"lambda_max": value, "seed": seed, **validation_row(folder)}
             timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
-            if eval_set:
+            if eval_set and (eval_seeds is None or seed in eval_seeds):
                 start = time.perf_counter()
                 out = (result_path(profile, model, "adversarial", eval_on, seed) if value == profile.lambda_max else
                        Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / f"lambda{value:g}"

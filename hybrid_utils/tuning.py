@@ -74,12 +74,23 @@ VALIDATION_COLUMNS = ["val_mono_map", "val_cross_map", "val_multilingual_map", "
 
 
 def validation_row(run_dir: str | Path, model=None) -> dict:
-    """:func:`validate_run` as one row of :data:`VALIDATION_COLUMNS` (a probe the evaluation lacks: None)."""
+    """:func:`validate_run` as one row of :data:`VALIDATION_COLUMNS` (a probe the evaluation lacks: None).
+
+    The row is kept in the run folder (``validation.json``) and read from there while the run's
+    ``train_config.json`` is unchanged, so a resumed study does not validate a run twice.
+    """
+    cache, config = Path(run_dir) / "validation.json", Path(run_dir) / "train_config.json"
+    stamp = config.stat().st_mtime if config.exists() else None
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("train_config_mtime") == stamp:
+            return saved["row"]
     result = validate_run(run_dir, model)
     row = {f"val_{key}": result.get(key) for key in ("mono_map", "cross_map", "multilingual_map", "language_bias",
                                                       "probe_accuracy", "probe_accuracy_centered",
                                                       "translation_margin")}
     row["val_score"] = (row["val_mono_map"] + row["val_cross_map"] + row["val_multilingual_map"]) / 3
+    cache.write_text(json.dumps({"train_config_mtime": stamp, "row": row}))
     return row
 
 

@@ -77,12 +77,13 @@ def test_each_method_trains_with_its_own_tuned_values():
     profile = replace(PROFILES["cpu"], per_train_set={"mlqa-r": {"scale": 20.0, "methods": {
         "monolingual": {"learning_rate": 3e-4, "steps": 80}}}})
     assert profile.training_defaults("mlqa-r", "monolingual") == {
-        "steps": 80, "learning_rate": 3e-4, "scale": 20.0, "num_trainable_layers": profile.num_trainable_layers}
+        "steps": 80, "learning_rate": 3e-4, "scale": 20.0, "num_trainable_layers": profile.num_trainable_layers,
+        "reinit_top_layers": profile.reinit_top_layers}
     assert profile.training_defaults("mlqa-r", "hybrid")["learning_rate"] == profile.learning_rate
     assert profile.training_defaults("xquad-r", "monolingual")["steps"] == profile.steps
 
 
-def test_cpu_profile_trains_each_method_with_its_committed_tuning_choice():
+def test_pretrained_profile_trains_each_method_with_its_committed_tuning_choice():
     """The values in profiles.py are the ones `tune` chose (results/tuning/<set>.json): they cannot drift apart."""
     from pathlib import Path
 
@@ -94,8 +95,34 @@ def test_cpu_profile_trains_each_method_with_its_committed_tuning_choice():
         if "learning_rate" in choices:  # a search of one method only, from before every method was tuned
             continue
         for method, choice in choices.items():
-            values = PROFILES["cpu"].training_defaults(path.stem, method)
+            values = PROFILES["cpu-pretrained"].training_defaults(path.stem, method)
             assert (values["steps"], values["learning_rate"], values["scale"]) == (
                 choice["steps"], choice["learning_rate"], choice["scale"]), (path.name, method)
             checked += 1
     assert checked >= 4  # at least one training set with the four methods of the study
+
+
+def test_cpu_profile_trains_every_method_with_the_same_settings():
+    """The study's setting gives every method the same budget: no method has values of its own."""
+    from hybrid_utils.profiles import PROFILES
+
+    cpu = PROFILES["cpu"]
+    values = [cpu.training_defaults(train_on, method) for train_on, _ in cpu.protocols for method in cpu.methods]
+    assert all(v == values[0] for v in values)
+    assert values[0]["reinit_top_layers"] == 2 and values[0]["steps"] == 240
+
+
+def test_cpu_profile_lambda_is_the_committed_sweeps_choice():
+    """profiles.py's lambda_max is the one the committed sweep chose on held-out training questions."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from hybrid_utils.profiles import PROFILES
+    from hybrid_utils.tuning import choose_lambda
+
+    sweep = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "adversarial_sweep.csv")
+    if "val_score" not in sweep or sweep["val_score"].isna().all():
+        pytest.skip("the committed sweep predates held-out validation")
+    assert choose_lambda(sweep)["lambda_max"] == PROFILES["cpu"].lambda_max
+    assert sweep.groupby("lambda_max")["seed"].nunique().min() >= 3
