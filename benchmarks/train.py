@@ -9,7 +9,7 @@ Settings (each in its own subprocess, so that ``ru_maxrss`` is that setting's ow
 * ``cpu-default-uncached``: today's profile (``hybrid_utils.profiles``: its number of trainable
   top layers) without the training cache, to separate the two effects;
 * ``cpu-default``: today's CPU default: the profile's layers, the frozen layers computed
-  once per distinct text (:class:`hybrid_utils.training_cache.TrainingPrefixCache`) and the top
+  once per distinct text (:class:`hybrid_utils.plumbing.training_cache.TrainingPrefixCache`) and the top
   layers run on packed tokens.
 
 Each runs ``hybrid_utils.training`` on MLQA-R hybrid batches (``--limit-pairs`` pairs) for a few
@@ -50,7 +50,9 @@ def _one(setting: str, steps: int, warmup: int, batch_size: int, bf16: str, max_
          limit_pairs: int) -> dict:
     import torch
 
-    from hybrid_utils.training import TrainConfig, build_training_run, load_train_log
+    from hybrid_utils.config import TrainConfig
+    from hybrid_utils.training import build_training_run
+    from hybrid_utils.runs import load_train_log
 
     trainable = "cpu-default" if setting.endswith("cpu-default") or setting.startswith("cpu-default") else setting
     layers = {"old-cpu-default": OLD_TRAINABLE_LAYERS}.get(setting, TrainConfig().num_trainable_layers)

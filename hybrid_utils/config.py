@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .profiles import PROFILES
-from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler, check_language_weights
+from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
+from .batch_groups import check_language_weights
 
 __all__ = [
     "METHODS", "ZERO_SHOT", "METHOD_NAMES", "PROTOCOLS", "TRAINABLE", "PAPER_LEARNING_RATE", "PAPER_BATCH_SIZE",
@@ -109,7 +110,7 @@ class TrainConfig:
         num_trainable_layers: transformer layers trained with ``"cpu-default"``.
         reinit_top_layers: re-initialise the top N transformer layers before training (their weights drawn
             afresh, seeded by ``seed``), so the model must learn retrieval from the batches, as a masked
-            language model such as XLM-R must; the positive control of the study (``hybrid_utils.positive_control``).
+            language model such as XLM-R must; the positive control of the study (``hybrid_utils.study.positive_control``).
             At most ``num_trainable_layers`` with ``trainable="cpu-default"``. ``None``: the cpu profile's value
             for the bundled model (at most ``num_trainable_layers``), 0 for any other model (a Hub model such
             as XLM-R is trained from its own start, as in the paper).
@@ -124,7 +125,7 @@ class TrainConfig:
         lambda_warmup: fraction of the steps at the start during which lambda stays 0 (the
             discriminator learns, the encoder is not pushed yet).
         adversary: ``"reversal"`` (gradient reversal) or ``"confusion"`` (the encoder is pushed towards a
-            uniform language prediction), see :class:`hybrid_utils.adversarial.AdversarialLoss`.
+            uniform language prediction), see :class:`hybrid_utils.losses.AdversarialLoss`.
         discriminator_hidden: hidden units of the language discriminator.
         discriminator_lr: learning rate of the discriminator (None: ``learning_rate``).
         discriminator_queue: embeddings of earlier batches the discriminator also classifies,
@@ -134,7 +135,7 @@ class TrainConfig:
             steps (needs ``eval_holdout > 0``; 0: never).
         prefix_cache: with ``trainable="cpu-default"`` on one process, compute the frozen lower
             layers once per distinct text and train only the top layers
-            (:class:`~hybrid_utils.training_cache.TrainingPrefixCache`); same loss and gradients.
+            (:class:`~hybrid_utils.plumbing.training_cache.TrainingPrefixCache`); same loss and gradients.
         save_steps: checkpoint every N steps (0: only at the end).
         save_total_limit: checkpoints kept while training.
         keep_checkpoints: keep ``<output_dir>/checkpoints`` after a successful run (needed to

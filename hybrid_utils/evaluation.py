@@ -20,15 +20,17 @@ each other (distance ``R - 1`` for ``R`` relevant answers in the best case), whi
 model that prefers answers in the question's language pushes the other languages
 down and the distance grows.
 
-No library computes the rank distance, so it is hand-written here; the mAP values
-are cross-checked against ``ir_measures`` (trec_eval's ``AP``) in
-``tests/test_evaluation.py``.
+The metrics themselves are pure functions of ranks in :mod:`hybrid_utils.metrics` (no library computes
+the rank distance, so it is hand-written there; the mAP values are cross-checked against ``ir_measures``,
+trec_eval's ``AP``, in ``tests/test_evaluation.py``). This module encodes, scores every question against
+every candidate once, turns the scores into ranks, and composes the metrics per setting.
 
 Example::
 
     >>> from hybrid_utils.data import load_lareqa
     >>> from hybrid_utils.encoder import load_encoder
-    >>> from hybrid_utils.evaluation import evaluate_lareqa, summarize, save_result
+    >>> from hybrid_utils.evaluation import evaluate_lareqa
+    >>> from hybrid_utils.results import save_result, summarize
     >>> result = evaluate_lareqa(load_encoder("bundled"), load_lareqa("xquad-r"))
     >>> print(summarize(result))
     >>> save_result(result, "results/zero-shot/xquad-r.json")
@@ -37,96 +39,24 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "CANDIDATE_TEXTS",
-    "RECALL_CUTOFFS",
-    "TIE_RULE",
-    "evaluate_lareqa",
-    "average_precision",
-    "describe_model",
-    "summarize",
-    "save_result",
-    "load_result",
-]
+from .metrics import (
+    RECALL_CUTOFFS, TIE_RULE, mean_or_none, normalize_rows, per_query_values, per_question_values, rank_distance, ranks_and_average_precision,
+    recall_at_k,
+)
+
+__all__ = ["CANDIDATE_TEXTS", "evaluate_lareqa", "describe_model"]
 
 #: How a candidate is turned into text for the passage encoder.
 CANDIDATE_TEXTS = ("sentence", "sentence+context")
 
-#: The cut-offs of Recall@k reported for every setting (the paper's Recall@1 and Recall@10).
-RECALL_CUTOFFS = (1, 10)
 
-#: How tied scores are ranked (recorded in every result).
-TIE_RULE = ("pessimistic: a relevant candidate is ranked after every non-relevant candidate with the same "
-            "score; relevant candidates tied with each other take consecutive ranks")
+# --------------------------------------------------------------------------- encoding
 
-
-# --------------------------------------------------------------------------------------
-# Ranks and average precision
-# --------------------------------------------------------------------------------------
-def average_precision(ranks: np.ndarray | Sequence) -> np.ndarray:
-    """Uncut average precision from the ranks of the relevant items.
-
-    ``AP = (1 / R) * sum_k k / r_k``, where ``r_1 <= ... <= r_R`` are the 1-based ranks
-    of the ``R`` relevant items in the full ranking. This equals trec_eval's ``AP``
-    (``map``) when the run contains the whole pool.
-
-    Args:
-        ranks: A ``(n_questions, max_relevant)`` array of ranks, one row per question,
-            padded with ``np.inf`` (or NaN) where a question has fewer relevant items.
-            A 1-D array is treated as a single question.
-
-    Returns:
-        np.ndarray: ``(n_questions,)`` float64 AP values; NaN for a question with no
-        relevant item.
-    """
-    ap, _, _ = _average_precision(np.asarray(ranks, dtype=np.float64))
-    return ap if np.ndim(ranks) > 1 else ap[:1]
-
-
-def _average_precision(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AP per row, the sorted (tie-resolved) ranks and the number of relevant items per row."""
-    r = np.array(ranks, dtype=np.float64, ndmin=2)
-    r[~np.isfinite(r)] = np.inf
-    r.sort(axis=1)
-    # Relevant items tied with each other all receive the pessimistic count P = #(score >= s);
-    # a group of t of them occupies ranks P-t+1 .. P. Going backwards, r_k = min(r_k, r_{k+1} - 1)
-    # turns (P, P, P) into (P-2, P-1, P) and leaves distinct ranks untouched.
-    for k in range(r.shape[1] - 2, -1, -1):
-        np.minimum(r[:, k], r[:, k + 1] - 1, out=r[:, k])
-    valid = np.isfinite(r)
-    n_rel = valid.sum(axis=1)
-    k = np.arange(1, r.shape[1] + 1, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(valid, k[None, :] / r, 0.0)
-        ap = precision.sum(axis=1) / n_rel
-    ap[n_rel == 0] = np.nan
-    return ap, r, n_rel
-
-
-def _recall(sorted_ranks: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    """Recall@k per row: the share of a question's relevant items ranked in the top ``k`` (NaN without any).
-
-    ``sorted_ranks`` are the tie-resolved ranks of :func:`_average_precision`, so ties count
-    pessimistically here too. This is trec_eval's ``recall_k`` (ir_measures ``R@k``).
-    """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = (sorted_ranks <= k).sum(axis=1) / n_rel
-    recall[n_rel == 0] = np.nan
-    return recall
-
-
-# --------------------------------------------------------------------------------------
-# Encoding
-# --------------------------------------------------------------------------------------
 def describe_model(model: Any) -> str | None:
     """A readable name for ``model``: its model-card name / id / base model, or the path it was loaded from."""
     card = getattr(model, "model_card_data", None)
@@ -177,19 +107,7 @@ def _check_embeddings(emb: Any, what: str) -> np.ndarray:
     return emb
 
 
-def _normalize(emb: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (emb / norms).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
+# --------------------------------------------------------------------------- evaluation
 
 def evaluate_lareqa(
     model: Any,
@@ -236,7 +154,7 @@ def evaluate_lareqa(
       settings; multilingual: macro over question languages). In the multilingual pool of XQuAD-R a
       question has 11 relevant answers, so its Recall@1 is at most 1/11.
     * ``per_question``: per-question values for paired significance tests between models
-      evaluated on the same questions (see :mod:`hybrid_utils.stats`). The unit is the
+      evaluated on the same questions (see :mod:`hybrid_utils.study.stats`). The unit is the
       question **id**, not the (id, language) row: the translations of one question are
       not independent observations, so treating the 11 language versions of an XQuAD-R
       question as 11 samples would overstate the evidence. ``per_question`` is
@@ -260,10 +178,10 @@ def evaluate_lareqa(
       ``{"question": [...], "language": [...], "mono_ap": [...], "cross_ap": [...],
       "multilingual_ap": [...], "rank_distance": [...]}`` (equal-length lists). The mean
       over query languages X of the mean over X's entries (``None`` skipped, see
-      :func:`hybrid_utils.bootstrap.macro_over_languages`) reproduces ``mono_map``,
+      :func:`hybrid_utils.study.bootstrap.macro_over_languages`) reproduces ``mono_map``,
       ``cross_map``, ``multilingual_map`` and ``language_bias`` (to ~1e-6; values are
       rounded to 6 decimals; ``question`` is the index of the id in ``per_question["question_id"]``,
-      which keeps the file small), so :mod:`hybrid_utils.stats` can resample the very number a
+      which keeps the file small), so :mod:`hybrid_utils.study.stats` can resample the very number a
       table shows. ``per_question`` averages over all of an id's languages, which differs
       from that macro on unbalanced data (MLQA-R: 1,148 English queries, ~510 per other
       language). ``mono_ap``, ``multilingual_ap`` and ``rank_distance`` (an int) are the
@@ -298,7 +216,7 @@ def evaluate_lareqa(
     AP is uncut: ``AP = (1/R) sum_k k / r_k`` over the sorted ranks ``r_k`` of the ``R``
     relevant candidates in the pool, the rank of a relevant candidate being found by
     counting the pool candidates whose score is at least as high. Ties are resolved
-    pessimistically (see :data:`TIE_RULE`), so a degenerate model that gives every
+    pessimistically (see :data:`hybrid_utils.metrics.TIE_RULE`), so a degenerate model that gives every
     candidate the same score gets the mAP of the worst ordering rather than a perfect one.
 
     Args:
@@ -348,7 +266,6 @@ def evaluate_lareqa(
     q_langs = list(questions["language"])
     c_ids = list(candidates["id"])
     c_langs = list(candidates["language"])
-    relevant = list(questions["relevant_ids"])
     n_q, n_c = len(q_langs), len(c_ids)
     if n_q == 0 or n_c == 0:
         raise ValueError(f"{getattr(dataset, 'name', 'dataset')} has {n_q} questions and {n_c} candidates; "
@@ -356,32 +273,93 @@ def evaluate_lareqa(
     languages = list(dict.fromkeys(list(getattr(dataset, "languages", None) or [])
                                    + sorted(set(q_langs) | set(c_langs))))
     lang_index = {lang: i for i, lang in enumerate(languages)}
-    n_lang = len(languages)
+    rel_rows = _relevant_rows(dataset, c_ids)
 
-    # --- map relevant ids to candidate rows
+    t0 = time.perf_counter()
+    q_emb, c_emb = _embeddings(model, dataset, embeddings, candidate_text, batch_size, show_progress_bar, precision)
+    seconds_encoding = 0.0 if embeddings is not None else time.perf_counter() - t0
+    if normalize:
+        q_emb, c_emb = normalize_rows(q_emb), normalize_rows(c_emb)
+
+    t1 = time.perf_counter()
+    c_lang_idx = np.array([lang_index[lang] for lang in c_langs], dtype=np.int64)
+    q_lang_idx = np.array([lang_index[lang] for lang in q_langs], dtype=np.int64)
+    own_ranks, multi_ranks, rel_lang, bounds = _ranks(q_emb, c_emb, c_lang_idx, rel_rows, len(languages), chunk_size)
+    pools = _pool_metrics(own_ranks, rel_lang, q_lang_idx, languages)
+    multi = _multilingual_metrics(multi_ranks, q_lang_idx, languages)
+    ids = list(questions["id"])
+    tables = {"per_question": per_question_values(ids, q_lang_idx, pools["pool_ap"], multi["ap"], multi["distance"]),
+              "per_query": per_query_values(ids, q_langs, q_lang_idx, pools["pool_ap"], multi["ap"],
+                                            multi["distance"])}
+    seconds_scoring = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    from .language_information import language_information_metrics
+
+    probe_result = language_information_metrics(ids, list(questions["answer_id"]), c_ids, c_emb, c_langs, probe_seed,
+                                                probe=probe)
+    seconds_probe = time.perf_counter() - t2
+
+    return {
+        "dataset": str(getattr(dataset, "name", "")),
+        "model": model_name or describe_model(model) or ("precomputed embeddings" if model is None else type(model).__name__),
+        "languages": languages,
+        "candidate_text": candidate_text,
+        "precision": precision if embeddings is None else "precomputed",
+        **_headline_metrics(pools, multi, languages),
+        **_recall_metrics(pools["pair_recall"], multi["recall"], q_lang_idx, languages),
+        "pair_map": pools["pair_map"],
+        "pair_n_questions": pools["pair_n"],
+        "multilingual_map_by_language": multi["by_language"],
+        "language_bias_by_language": multi["bias_by_language"],
+        "rank_distances": multi["rank_distances"],
+        **tables,
+        **probe_result,
+        "n_settings": pools["n_settings"],
+        "n_questions": n_q,
+        "n_candidates": n_c,
+        "questions_per_language": multi["questions_per_language"],
+        "candidates_per_language": {lang: int(bounds[i + 1] - bounds[i]) for i, lang in enumerate(languages)},
+        "tie_rule": TIE_RULE,
+        "seconds_encoding": round(seconds_encoding, 3),
+        "seconds_scoring": round(seconds_scoring, 3),
+        "seconds_probe": round(seconds_probe, 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _relevant_rows(dataset, c_ids: list) -> np.ndarray:
+    """``(n_questions, max relevant)`` candidate rows of each question's relevant ids, padded with -1."""
+    questions = dataset.questions
+    q_langs, relevant = list(questions["language"]), list(questions["relevant_ids"])
     c_index = {cid: i for i, cid in enumerate(c_ids)}
-    if len(c_index) != n_c:
+    if len(c_index) != len(c_ids):
         raise ValueError("candidate ids are not unique")
     max_rel = max((len(r) for r in relevant), default=0)
     if max_rel == 0:
         raise ValueError("no question has a relevant candidate")
-    rel_rows = np.full((n_q, max_rel), -1, dtype=np.int64)
+    rel_rows = np.full((len(q_langs), max_rel), -1, dtype=np.int64)
     for qi, rel in enumerate(relevant):
         rel = list(dict.fromkeys(rel))
         missing = [r for r in rel if r not in c_index]
         if missing:
             raise ValueError(f"question {questions[qi]['id']!r} ({q_langs[qi]}) has relevant id(s) {missing} "
-                             f"that are not among the {n_c} candidates of {getattr(dataset, 'name', 'the dataset')}")
+                             f"that are not among the {len(c_ids)} candidates of "
+                             f"{getattr(dataset, 'name', 'the dataset')}")
         rel_rows[qi, :len(rel)] = [c_index[r] for r in rel]
+    return rel_rows
 
-    # --- embeddings
-    t0 = time.perf_counter()
+
+def _embeddings(model, dataset, embeddings, candidate_text: str, batch_size: int, show_progress_bar: bool,
+                precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """The question and candidate embeddings: checked precomputed ones, or encoded now by ``model``."""
+    questions, candidates = dataset.questions, dataset.candidates
+    n_q, n_c = len(questions), len(candidates)
     if embeddings is not None:
         if len(embeddings) != 2:
             raise ValueError("embeddings must be a pair (question_embeddings, candidate_embeddings)")
         q_emb = _check_embeddings(embeddings[0], "question")
         c_emb = _check_embeddings(embeddings[1], "candidate")
-        seconds_encoding = 0.0
     else:
         if model is None:
             raise ValueError("pass a model or precomputed embeddings")
@@ -391,19 +369,26 @@ def evaluate_lareqa(
             c_texts = [f"{s} {c}" for s, c in zip(candidates["sentence"], candidates["context"])]
         q_emb = _encode(model, list(questions["text"]), "query", batch_size, show_progress_bar, "question", precision)
         c_emb = _encode(model, c_texts, "passage", batch_size, show_progress_bar, "candidate", precision)
-        seconds_encoding = time.perf_counter() - t0
     if q_emb.shape[0] != n_q or c_emb.shape[0] != n_c:
         raise ValueError(f"got {q_emb.shape[0]} question and {c_emb.shape[0]} candidate embeddings for "
                          f"{n_q} questions and {n_c} candidates")
     if q_emb.shape[1] != c_emb.shape[1]:
         raise ValueError(f"question embeddings have dimension {q_emb.shape[1]} but candidate embeddings "
                          f"{c_emb.shape[1]}")
-    if normalize:
-        q_emb, c_emb = _normalize(q_emb), _normalize(c_emb)
+    return q_emb, c_emb
 
-    # --- scoring: candidates grouped by language so that every pool is a contiguous slice
-    t1 = time.perf_counter()
-    c_lang_idx = np.array([lang_index[lang] for lang in c_langs], dtype=np.int64)
+
+def _ranks(q_emb: np.ndarray, c_emb: np.ndarray, c_lang_idx: np.ndarray, rel_rows: np.ndarray, n_lang: int,
+           chunk_size: int):
+    """The rank of every relevant candidate in its own language's pool and in the multilingual pool.
+
+    Candidates are grouped by language so that every pool is a contiguous slice of one score matrix,
+    computed ``chunk_size`` questions at a time. Returns ``(own_ranks, multi_ranks, rel_lang, bounds)``:
+    ``(n_questions, max relevant)`` float ranks (``inf`` for padding), each relevant candidate's language
+    index (-1 for padding), and the slice bounds of the languages.
+    """
+    n_q, max_rel = rel_rows.shape
+    n_c = len(c_lang_idx)
     order = np.argsort(c_lang_idx, kind="stable")
     position = np.empty(n_c, dtype=np.int64)
     position[order] = np.arange(n_c)
@@ -435,18 +420,21 @@ def evaluate_lareqa(
     multi_ranks = np.where(valid, ge_count.sum(axis=2), np.inf).astype(np.float64)
     own_ranks = np.where(valid, np.take_along_axis(ge_count, np.maximum(rel_lang, 0)[..., None], axis=2)[..., 0],
                          np.inf).astype(np.float64)
+    return own_ranks, multi_ranks, rel_lang, bounds
 
-    q_lang_idx = np.array([lang_index[lang] for lang in q_langs], dtype=np.int64)
-    # per (X, Y): AP of each question of X against the pool of Y
+
+def _pool_metrics(own_ranks: np.ndarray, rel_lang: np.ndarray, q_lang_idx: np.ndarray, languages: list) -> dict:
+    """The monolingual and cross-lingual settings: AP and Recall@k of the questions of X against the pool of Y."""
+    n_q, n_lang = len(q_lang_idx), len(languages)
     pair_map: dict[str, dict[str, float | None]] = {}
     pair_n: dict[str, dict[str, int]] = {}
     mono_aps, cross_aps = [], []
     pool_ap = np.full((n_q, n_lang), np.nan)  # AP of each question against each language's pool
     pair_recall: dict[int, dict[str, dict[str, float | None]]] = {k: {} for k in RECALL_CUTOFFS}
     for y, lang_y in enumerate(languages):
-        ap_y, sorted_y, n_rel_y = _average_precision(np.where(rel_lang == y, own_ranks, np.inf))
+        ap_y, sorted_y, n_rel_y = ranks_and_average_precision(np.where(rel_lang == y, own_ranks, np.inf))
         pool_ap[:, y] = ap_y
-        recall_y = {k: _recall(sorted_y, n_rel_y, k) for k in RECALL_CUTOFFS}
+        recall_y = {k: recall_at_k(sorted_y, n_rel_y, k) for k in RECALL_CUTOFFS}
         for x, lang_x in enumerate(languages):
             sel = (q_lang_idx == x) & (n_rel_y > 0)
             pair_n.setdefault(lang_x, {})[lang_y] = int(sel.sum())
@@ -454,271 +442,58 @@ def evaluate_lareqa(
             for k in RECALL_CUTOFFS:
                 pair_recall[k].setdefault(lang_x, {})[lang_y] = float(recall_y[k][sel].mean()) if sel.any() else None
             (mono_aps if x == y else cross_aps).append(ap_y[sel])
-
     mono_values = [pair_map[x][x] for x in languages if pair_map[x][x] is not None]
     cross_values = [pair_map[x][y] for x in languages for y in languages
                     if x != y and pair_map[x][y] is not None]
     skipped = [[x, y] for x in languages for y in languages if pair_map[x][y] is None]
+    return {"pair_map": pair_map, "pair_n": pair_n, "pool_ap": pool_ap, "pair_recall": pair_recall,
+            "mono_aps": mono_aps, "cross_aps": cross_aps, "mono_values": mono_values, "cross_values": cross_values,
+            "n_settings": {"mono": len(mono_values), "cross": len(cross_values), "skipped": len(skipped),
+                           "skipped_settings": skipped}}
 
-    multi_ap, multi_sorted, multi_n_rel = _average_precision(multi_ranks)
-    multi_recall = {k: _recall(multi_sorted, multi_n_rel, k) for k in RECALL_CUTOFFS}
-    recall = {f"recall_at_{k}": {
-        "mono": _mean([pair_recall[k][x][x] for x in languages if pair_recall[k][x][x] is not None]),
-        "cross": _mean([pair_recall[k][x][y] for x in languages for y in languages
-                        if x != y and pair_recall[k][x][y] is not None]),
-        "multilingual": _mean([float(multi_recall[k][q_lang_idx == x].mean())
-                               for x in range(n_lang) if (q_lang_idx == x).any()]),
-    } for k in RECALL_CUTOFFS}
-    last = np.take_along_axis(multi_sorted, np.maximum(multi_n_rel - 1, 0)[:, None], axis=1)[:, 0]
-    distance = np.where(multi_n_rel >= 2, last - multi_sorted[:, 0], np.nan)
 
-    multi_by_lang, bias_by_lang, rank_distances, q_per_lang = {}, {}, {}, {}
+def _multilingual_metrics(multi_ranks: np.ndarray, q_lang_idx: np.ndarray, languages: list) -> dict:
+    """The multilingual pool: AP, Recall@k and rank distance per question, and their means per question language."""
+    multi_ap, multi_sorted, multi_n_rel = ranks_and_average_precision(multi_ranks)
+    distance = rank_distance(multi_sorted, multi_n_rel)
+    by_language, bias_by_language, rank_distances, questions_per_language = {}, {}, {}, {}
     for x, lang_x in enumerate(languages):
         sel = q_lang_idx == x
-        q_per_lang[lang_x] = int(sel.sum())
+        questions_per_language[lang_x] = int(sel.sum())
         if not sel.any():
             continue
-        multi_by_lang[lang_x] = float(multi_ap[sel].mean())
+        by_language[lang_x] = float(multi_ap[sel].mean())
         d = distance[sel]
         d = d[np.isfinite(d)]
         rank_distances[lang_x] = [int(v) for v in d]
-        bias_by_lang[lang_x] = float(d.mean()) if d.size else None
-    all_d = distance[np.isfinite(distance)]
-    per_question = _per_question(list(questions["id"]), q_lang_idx, pool_ap, multi_ap, distance)
-    per_query = _per_query(list(questions["id"]), q_langs, q_lang_idx, pool_ap, multi_ap, distance)
-    seconds_scoring = time.perf_counter() - t1
+        bias_by_language[lang_x] = float(d.mean()) if d.size else None
+    return {"ap": multi_ap, "distance": distance, "by_language": by_language, "bias_by_language": bias_by_language,
+            "rank_distances": rank_distances, "questions_per_language": questions_per_language,
+            "recall": {k: recall_at_k(multi_sorted, multi_n_rel, k) for k in RECALL_CUTOFFS}}
 
-    t2 = time.perf_counter()
-    from .language_information import language_information_metrics
 
-    probe_result = language_information_metrics(list(questions["id"]), list(questions["answer_id"]), c_ids, c_emb,
-                                                c_langs, probe_seed, probe=probe)
-    seconds_probe = time.perf_counter() - t2
-
-    c_per_lang = {lang: int(bounds[i + 1] - bounds[i]) for i, lang in enumerate(languages)}
+def _headline_metrics(pools: dict, multi: dict, languages: list) -> dict:
+    """``mono_map``, ``cross_map``, ``multilingual_map``, ``language_bias`` (macro) and their ``*_micro`` variants."""
+    all_d = multi["distance"][np.isfinite(multi["distance"])]
     return {
-        "dataset": str(getattr(dataset, "name", "")),
-        "model": model_name or describe_model(model) or ("precomputed embeddings" if model is None else type(model).__name__),
-        "languages": languages,
-        "candidate_text": candidate_text,
-        "precision": precision if embeddings is None else "precomputed",
-        "mono_map": _mean(mono_values),
-        "cross_map": _mean(cross_values),
-        "multilingual_map": _mean(multi_by_lang.values()),
-        "language_bias": _mean(bias_by_lang.values()),
-        "mono_map_micro": float(np.concatenate(mono_aps).mean()) if mono_values else None,
-        "cross_map_micro": float(np.concatenate(cross_aps).mean()) if cross_values else None,
-        "multilingual_map_micro": float(multi_ap.mean()),
+        "mono_map": mean_or_none(pools["mono_values"]),
+        "cross_map": mean_or_none(pools["cross_values"]),
+        "multilingual_map": mean_or_none(multi["by_language"].values()),
+        "language_bias": mean_or_none(multi["bias_by_language"].values()),
+        "mono_map_micro": float(np.concatenate(pools["mono_aps"]).mean()) if pools["mono_values"] else None,
+        "cross_map_micro": float(np.concatenate(pools["cross_aps"]).mean()) if pools["cross_values"] else None,
+        "multilingual_map_micro": float(multi["ap"].mean()),
         "language_bias_micro": float(all_d.mean()) if all_d.size else None,
-        **recall,
-        "pair_map": pair_map,
-        "pair_n_questions": pair_n,
-        "multilingual_map_by_language": multi_by_lang,
-        "language_bias_by_language": bias_by_lang,
-        "rank_distances": rank_distances,
-        "per_question": per_question,
-        "per_query": per_query,
-        **probe_result,
-        "n_settings": {"mono": len(mono_values), "cross": len(cross_values), "skipped": len(skipped),
-                       "skipped_settings": skipped},
-        "n_questions": n_q,
-        "n_candidates": n_c,
-        "questions_per_language": q_per_lang,
-        "candidates_per_language": c_per_lang,
-        "tie_rule": TIE_RULE,
-        "seconds_encoding": round(seconds_encoding, 3),
-        "seconds_scoring": round(seconds_scoring, 3),
-        "seconds_probe": round(seconds_probe, 3),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def _per_question(ids: list, q_lang_idx: np.ndarray, pool_ap: np.ndarray, multi_ap: np.ndarray,
-                  distance: np.ndarray) -> dict[str, list]:
-    """Per-question-id values (see ``per_question`` in :func:`evaluate_lareqa`): means over an id's rows."""
-    rows = np.arange(len(ids))
-    mono = pool_ap[rows, q_lang_idx]
-    other = pool_ap.copy()
-    other[rows, q_lang_idx] = np.nan
-    has_other = np.isfinite(other).any(axis=1)
-    cross = np.full(len(ids), np.nan)
-    cross[has_other] = np.nanmean(other[has_other], axis=1)
-    unique, inverse = np.unique(np.asarray(ids, dtype=object).astype(str), return_inverse=True)
-
-    def by_id(values: np.ndarray) -> list:
-        ok = np.isfinite(values)
-        total = np.bincount(inverse[ok], weights=values[ok], minlength=len(unique))
-        count = np.bincount(inverse[ok], minlength=len(unique))
-        return [round(float(t / c), 5) if c else None for t, c in zip(total, count)]
-
-    return {"question_id": [str(u) for u in unique], "mono_ap": by_id(mono), "cross_ap": by_id(cross),
-            "multilingual_ap": by_id(multi_ap), "rank_distance": by_id(distance)}
-
-
-#: Decimals of the ``per_query`` values: their macro averages then match the stored metrics to ~1e-6, and an
-#: XQuAD-R result file stays a few hundred kB
-PER_QUERY_DECIMALS = 6
-
-
-def _cross_share(pool_ap: np.ndarray, q_lang_idx: np.ndarray) -> np.ndarray:
-    """Each query's share of ``cross_map`` (see ``per_query`` in :func:`evaluate_lareqa`); NaN without other pools.
-
-    ``cross_map`` is the mean over the S settings (X, Y) of the mean over the ``n_XY`` queries of
-    X with an answer in Y. Regrouped as a mean over the L query languages of a mean over the
-    ``n_X`` queries of each, a query contributes ``(L n_X / S) sum_Y AP(q, Y) / n_XY``.
-    """
-    rows = np.arange(len(q_lang_idx))
-    other = pool_ap.copy()
-    other[rows, q_lang_idx] = np.nan
-    found = np.isfinite(other)
-    n_xy = np.zeros((pool_ap.shape[1], pool_ap.shape[1]))
-    np.add.at(n_xy, q_lang_idx, found.astype(np.float64))
-    has_other = found.any(axis=1)
-    n_x = np.bincount(q_lang_idx[has_other], minlength=pool_ap.shape[1])
-    n_settings, n_languages = np.count_nonzero(n_xy), np.count_nonzero(n_x)
-    if n_settings == 0:
-        return np.full(len(rows), np.nan)
-    per_setting = np.where(found, np.nan_to_num(other) / np.maximum(n_xy[q_lang_idx], 1.0), 0.0).sum(axis=1)
-    return np.where(has_other, n_languages * n_x[q_lang_idx] / n_settings * per_setting, np.nan)
-
-
-def _per_query(ids: list, q_langs: list, q_lang_idx: np.ndarray, pool_ap: np.ndarray, multi_ap: np.ndarray,
-               distance: np.ndarray) -> dict[str, list]:
-    """Per-(question, query language) values in question row order (see ``per_query`` in :func:`evaluate_lareqa`)."""
-    def rounded(values: np.ndarray) -> list:
-        return [round(float(v), PER_QUERY_DECIMALS) if np.isfinite(v) else None for v in values]
-
-    mono = pool_ap[np.arange(len(ids)), q_lang_idx]
-    # a question is the index of its id in per_question["question_id"] (the sorted distinct ids): small files
-    unique, index = np.unique(np.asarray(ids, dtype=object).astype(str), return_inverse=True)
-    return {"question": [int(i) for i in index], "language": [str(lang) for lang in q_langs],
-            "mono_ap": rounded(mono), "cross_ap": rounded(_cross_share(pool_ap, q_lang_idx)),
-            "multilingual_ap": rounded(multi_ap),
-            "rank_distance": [int(d) if np.isfinite(d) else None for d in distance]}
-
-
-# --------------------------------------------------------------------------------------
-# Reporting
-# --------------------------------------------------------------------------------------
-def _fmt(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
-    return "-" if value is None else f"{value * scale:.{digits}f}"
-
-
-def summarize(result: dict) -> str:
-    """A readable multi-line summary of an :func:`evaluate_lareqa` result.
-
-    Shows mono-, cross- and multilingual mAP (macro, with the micro averages), the
-    language bias, timings, and a compact table of mAP x 100 with question languages X
-    as rows and pool languages Y as columns, followed by each row's multilingual mAP
-    and mean rank distance.
-    """
-    n = result.get("n_settings", {})
-    lines = [
-        f"LAReQA {result.get('dataset', '?')} | model: {result.get('model', '?')} | "
-        f"{result.get('n_questions', '?')} questions, {result.get('n_candidates', '?')} candidates, "
-        f"{len(result.get('languages', []))} languages, candidates encoded as {result.get('candidate_text', '?')}",
-        f"mAP x100  mono {_fmt(result.get('mono_map'), digits=2)} (micro {_fmt(result.get('mono_map_micro'), digits=2)},"
-        f" {n.get('mono', '?')} settings) | cross {_fmt(result.get('cross_map'), digits=2)} "
-        f"(micro {_fmt(result.get('cross_map_micro'), digits=2)}, {n.get('cross', '?')} settings) | "
-        f"multilingual {_fmt(result.get('multilingual_map'), digits=2)} "
-        f"(micro {_fmt(result.get('multilingual_map_micro'), digits=2)})",
-        f"language bias (mean rank distance, lower is better): {_fmt(result.get('language_bias'), 1.0)} "
-        f"(micro {_fmt(result.get('language_bias_micro'), 1.0)})",
-    ]
-    recall = [f"R@{k} mono {_fmt(result[f'recall_at_{k}'].get('mono'), digits=2)} / cross "
-              f"{_fmt(result[f'recall_at_{k}'].get('cross'), digits=2)} / multilingual "
-              f"{_fmt(result[f'recall_at_{k}'].get('multilingual'), digits=2)}"
-              for k in RECALL_CUTOFFS if isinstance(result.get(f"recall_at_{k}"), dict)]
-    if recall:
-        lines.append("recall x100  " + " | ".join(recall))
-    if n.get("skipped"):
-        lines.append(f"skipped settings without questions: {n['skipped']}")
-    if "seconds_encoding" in result:
-        lines.append(f"time: encoding {result['seconds_encoding']:.1f} s, scoring {result['seconds_scoring']:.1f} s")
-    langs = result.get("languages", [])
-    pair = result.get("pair_map", {})
-    if langs and pair:
-        lines.append("mAP x100, question language (rows) x pool language (columns):")
-        width = 6
-        lines.append("X\\Y".ljust(4) + "".join(lang.rjust(width) for lang in langs) + " | " + "multi".rjust(width)
-                     + "bias".rjust(width + 2))
-        for x in langs:
-            row = pair.get(x, {})
-            lines.append(x.ljust(4) + "".join(_fmt(row.get(y)).rjust(width) for y in langs) + " | "
-                         + _fmt(result.get("multilingual_map_by_language", {}).get(x)).rjust(width)
-                         + _fmt(result.get("language_bias_by_language", {}).get(x), 1.0).rjust(width + 2))
-    return "\n".join(lines)
-
-
-#: Per-entry tables whose lists :func:`save_result` writes one per line (also inside ``postprocess`` variants).
-_COMPACT_TABLES = ("per_question", "per_query")
-
-
-def _mark_tables(block: Any, prefix: str, marks: dict) -> Any:
-    """``block`` with each list of its :data:`_COMPACT_TABLES` replaced by a placeholder string kept in ``marks``."""
-    if not isinstance(block, dict):
-        return block
-    out = dict(block)
-    for table in _COMPACT_TABLES:
-        if isinstance(block.get(table), dict):
-            out[table] = {}
-            for key, values in block[table].items():
-                mark = f"@@{prefix}{table}:{key}@@"
-                marks[mark] = values
-                out[table][key] = mark
-    return out
-
-
-def _dumps(result: dict) -> str:
-    """``result`` as indented JSON, each ``per_question`` / ``per_query`` list on a single line (keeps the file small).
-
-    The tables of the post-processed variants (``result["postprocess"][name]``) are compacted too.
-    """
-    marks: dict[str, Any] = {}
-    marked = _mark_tables(result, "", marks)
-    if isinstance(marked, dict) and isinstance(marked.get("postprocess"), dict):
-        marked["postprocess"] = {name: _mark_tables(variant, f"{name}/", marks)
-                                 for name, variant in marked["postprocess"].items()}
-    text = json.dumps(marked, indent=2, ensure_ascii=False, allow_nan=False)
-    for mark, values in marks.items():
-        value = json.dumps(values, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        text = text.replace(json.dumps(mark, ensure_ascii=False), value, 1)
-    return text
-
-
-def save_result(result: dict, path: str | os.PathLike) -> Path:
-    """Write ``result`` as JSON to ``path`` atomically, creating parent folders.
-
-    The JSON is indented, except that each list of ``per_question`` and ``per_query`` (also those of the
-    ``postprocess`` variants) is written on one line.
-
-    The JSON is serialised first and written to a temporary file next to ``path``,
-    which then replaces ``path`` in one rename: an existing result is never left
-    half-written or destroyed if anything fails.
-
-    Returns:
-        pathlib.Path: ``path``.
-    """
-    path = Path(path).expanduser()
-    text = _dumps(result)  # fails before touching the disk
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def load_result(path: str | os.PathLike) -> dict:
-    """Read a result written by :func:`save_result`."""
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def _recall_metrics(pair_recall: dict, multi_recall: dict, q_lang_idx: np.ndarray, languages: list) -> dict:
+    """``recall_at_<k>``: ``{"mono", "cross", "multilingual"}``, averaged like the mAP of each setting."""
+    n_lang = len(languages)
+    return {f"recall_at_{k}": {
+        "mono": mean_or_none([pair_recall[k][x][x] for x in languages if pair_recall[k][x][x] is not None]),
+        "cross": mean_or_none([pair_recall[k][x][y] for x in languages for y in languages
+                               if x != y and pair_recall[k][x][y] is not None]),
+        "multilingual": mean_or_none([float(multi_recall[k][q_lang_idx == x].mean())
+                                      for x in range(n_lang) if (q_lang_idx == x).any()]),
+    } for k in RECALL_CUTOFFS}

@@ -12,7 +12,7 @@ candidate (answer) sentences of a LAReQA evaluation set:
   sentence has) is enough to identify the language, and every model we train keeps some offset.
   The probe then cannot tell a model with a small offset from one with a large one.
 * **Centred probe** (``probe_accuracy_centered``, :func:`centered_probe_accuracy`): a language
-  probe after subtracting each language's mean embedding (:func:`hybrid_utils.postprocess.center_by_language`;
+  probe after subtracting each language's mean embedding (:func:`hybrid_utils.metrics.center_by_language`;
   centring and probe follow Libovický et al., 2020, "On the language neutrality of pre-trained
   multilingual representations", Findings of EMNLP). What it still finds is language information
   *beyond* the offset, which a training-free centring cannot remove. The means come from the
@@ -58,6 +58,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .metrics import center_by_language, language_means, normalize_rows
+
 __all__ = ["PROBE_KEYS", "MARGIN_KEYS", "CENTERED_PROBE_NEIGHBOURS", "translation_groups", "answer_groups",
            "probe_split", "probe_accuracy", "centered_probe_accuracy", "translation_margin",
            "language_information_metrics"]
@@ -68,14 +70,6 @@ PROBE_KEYS = ("probe_accuracy", "probe_chance", "probe_n_train", "probe_n_test")
 CENTERED_PROBE_NEIGHBOURS = 10
 #: the fields of the translation margin in an evaluation result
 MARGIN_KEYS = ("translation_margin", "translation_margin_by_language", "translation_margin_n")
-
-
-def _normalize(emb: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 rows (zero rows stay zero), as in :mod:`hybrid_utils.evaluation`."""
-    emb = np.asarray(emb)
-    norms = np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (emb / norms).astype(np.float32)
 
 
 def translation_groups(question_ids: Sequence, answer_ids: Sequence, candidate_ids: Sequence,
@@ -156,7 +150,7 @@ def probe_accuracy(embeddings: np.ndarray, languages: Sequence[str], groups: np.
     if split is None or len(set(labels[split[0]])) < 2:
         return dict.fromkeys(PROBE_KEYS)
     train, test = split
-    return {"probe_accuracy": _fit_probe(_normalize(embeddings), labels, train, test),
+    return {"probe_accuracy": _fit_probe(normalize_rows(embeddings), labels, train, test),
             "probe_chance": round(1.0 / len(set(labels[np.concatenate([train, test])])), 5),
             "probe_n_train": int(train.size), "probe_n_test": int(test.size)}
 
@@ -175,7 +169,7 @@ def centered_probe_accuracy(embeddings: np.ndarray, languages: Sequence[str], gr
     """A language probe, split as :func:`probe_accuracy`, after removing each language's mean embedding.
 
     The L2-normalised rows are centred and renormalised with
-    :func:`hybrid_utils.postprocess.center_by_language`. scikit-learn does the fitting.
+    :func:`hybrid_utils.metrics.center_by_language`. scikit-learn does the fitting.
 
     Args:
         embeddings, languages, groups, seed: as for :func:`probe_accuracy`.
@@ -190,8 +184,6 @@ def centered_probe_accuracy(embeddings: np.ndarray, languages: Sequence[str], gr
     Returns:
         float | None: the test accuracy (5 decimals); None where :func:`probe_accuracy` is None.
     """
-    from .postprocess import center_by_language, language_means
-
     if classifier not in ("knn", "logistic"):
         raise ValueError(f"classifier must be 'knn' or 'logistic', got {classifier!r}")
     split = probe_split(groups, seed)
@@ -199,7 +191,7 @@ def centered_probe_accuracy(embeddings: np.ndarray, languages: Sequence[str], gr
     if split is None or len(set(labels[split[0]])) < 2:
         return None
     train, test = split
-    x = _normalize(embeddings)
+    x = normalize_rows(embeddings)
     means = dict(language_means(x[train], labels[train]) if means is None else means)
     for lang in set(labels.tolist()) - set(means):
         means[lang] = np.zeros(x.shape[1], dtype=np.float32)
@@ -274,7 +266,7 @@ def translation_margin(embeddings: np.ndarray, languages: Sequence[str], group_i
         ``translation_margin_by_language`` (``{language: mean}``) and ``n_sentences`` (sentences with
         a margin). Large = language-neutral; about 0 or below = the language outweighs the meaning.
     """
-    x = _normalize(np.asarray(embeddings)).astype(np.float64)
+    x = normalize_rows(np.asarray(embeddings)).astype(np.float64)
     lang_names, lang = np.unique(np.asarray(languages, dtype=str), return_inverse=True)
     if len(lang) != len(x) or len(group_ids) != len(x):
         raise ValueError(f"{len(x)} embeddings, {len(lang)} languages and {len(group_ids)} group ids")

@@ -15,17 +15,19 @@ unlabelled texts of the evaluation set itself (its questions, its candidate pool
 result records which (``means_from``). Questions and candidates get separate means because
 E5 encodes them with different prompts (``query: `` / ``passage: ``).
 
-No library offers this, so it is hand-written; it is a dozen lines of numpy.
+No library offers this, so it is hand-written; it is a dozen lines of numpy
+(:func:`hybrid_utils.metrics.language_means`, :func:`hybrid_utils.metrics.center_by_language`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["POSTPROCESSES", "MEAN_SAMPLE", "language_means", "center_by_language", "centering_means",
-           "centered_evaluation"]
+from .metrics import center_by_language, language_means
+
+__all__ = ["POSTPROCESSES", "MEAN_SAMPLE", "centering_means", "centered_evaluation"]
 
 #: the post-processing variants of an evaluation: ``none`` (the embeddings as they are) and ``center``
 POSTPROCESSES = ("none", "center")
@@ -36,27 +38,6 @@ CENTERED_KEYS = ("mono_map", "cross_map", "multilingual_map", "language_bias", "
                  "multilingual_map_micro", "language_bias_micro", "recall_at_1", "recall_at_10",
                  "multilingual_map_by_language", "language_bias_by_language", "per_question", "per_query",
                  "probe_accuracy", "probe_chance")
-
-
-def language_means(embeddings: np.ndarray, languages: Sequence[str]) -> dict[str, np.ndarray]:
-    """The mean embedding of each language: ``{language: (dim,) float32}``."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    languages = np.asarray(languages)
-    if len(languages) != len(embeddings):
-        raise ValueError(f"{len(embeddings)} embeddings but {len(languages)} languages")
-    return {lang: embeddings[languages == lang].mean(axis=0) for lang in dict.fromkeys(languages.tolist())}
-
-
-def center_by_language(embeddings: np.ndarray, languages: Sequence[str], means: dict[str, np.ndarray]) -> np.ndarray:
-    """``embeddings`` minus the mean of each row's language, L2-renormalised (float32)."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    missing = sorted(set(languages) - set(means))
-    if missing:
-        raise ValueError(f"no mean embedding for language(s) {missing}: estimate them with language_means first")
-    offsets = np.stack([means[lang] for lang in languages]).astype(np.float32)
-    centered = embeddings - offsets
-    norms = np.linalg.norm(centered, axis=1, keepdims=True)
-    return centered / np.maximum(norms, 1e-12)
 
 
 def _sample(values: list, size: int, seed: int) -> list:

@@ -25,7 +25,7 @@ matrix, against 278M / 192M), so a full fine-tuning step with Adam costs more me
 
 The ``gpu`` profiles have a time budget (``max_hours``): before training, ``reproduce`` measures
 the first steps and stops with a message when the whole plan would exceed it
-(:mod:`hybrid_utils.plan`); ``reproduce --dry-run`` prints the plan without training.
+(:mod:`hybrid_utils.study.plan`); ``reproduce --dry-run`` prints the plan without training.
 
 
 The profile comes from the ``HYBRID_PROFILE`` environment variable; without it,
@@ -85,7 +85,7 @@ class Profile:
     seeds: tuple[int, ...] = (1,)
     study_seeds: tuple[int, ...] = (1, 2, 3)
     # the adversarial lambda sweep of the committed study (one protocol)
-    # lambda is chosen on held-out training questions (hybrid_utils.tuning.choose_lambda); 3 seeds per value
+    # lambda is chosen on held-out training questions (hybrid_utils.study.tuning.choose_lambda); 3 seeds per value
     lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
     sweep_train_on: str = "mlqa-r"
     sweep_seeds: tuple[int, ...] = (1, 2, 3)

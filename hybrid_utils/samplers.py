@@ -125,14 +125,13 @@ try:  # sentence-transformers >= 6
 except ImportError:  # pragma: no cover - sentence-transformers 3.x - 5.x
     from sentence_transformers.data_collator import SentenceTransformerDataCollator
 
-from .batch_groups import (  # noqa: F401 - _codes and the group helpers stay importable from here
-    CROSS_LINGUAL, LANGUAGE_WEIGHTS, MONOLINGUAL, _batches_of_group, _codes, _conflict_components, _Group,
-    batches_per_epoch, check_language_weights,
+from .batch_groups import (
+    CROSS_LINGUAL, MONOLINGUAL, _batches_of_group, _codes, _conflict_components, _Group, batches_per_epoch,
+    check_language_weights,
 )
 
 __all__ = [
-    "MONOLINGUAL", "CROSS_LINGUAL", "REQUIRED_COLUMNS", "LANGUAGE_WEIGHTS",
-    "HybridBatchSampler", "MonolingualBatchSampler", "CrossLingualBatchSampler",
+    "REQUIRED_COLUMNS", "HybridBatchSampler", "MonolingualBatchSampler", "CrossLingualBatchSampler",
     "make_batch_sampler", "composition_matrix", "PairCollator",
 ]
 

@@ -8,7 +8,7 @@ sentence-transformers' :class:`~sentence_transformers.SentenceTransformerTrainer
 (the methods and their batches: the table in :mod:`hybrid_utils.config`).
 
 The loss is InfoNCE with in-batch negatives
-(:class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss`, ``scale`` =
+(:class:`~hybrid_utils.losses.ContrastiveLoss`, sentence-transformers' ``MultipleNegativesRankingLoss``, ``scale`` =
 1 / temperature, 50 by default as in the ``cpu`` profile, see :mod:`hybrid_utils.profiles`;
 sentence-transformers' own default is 20); the adversarial methods add a language
 discriminator behind a gradient reversal layer (:mod:`hybrid_utils.adversarial`).
@@ -29,7 +29,7 @@ few hundred steps, so by default
   for rows that a batch hardly touches;
 * so are the lower ``12 - num_trainable_layers`` transformer layers, kept in eval mode (no
   dropout): their output is then a fixed function of the text, computed once per distinct
-  text and reused by every step (:mod:`hybrid_utils.training_cache`), and back-propagation
+  text and reused by every step (:mod:`hybrid_utils.plumbing.training_cache`), and back-propagation
   stops at the first trainable layer;
 * ``learning_rate=3e-5, trainable="full", batch_size=100`` (``--paper`` on the command line)
   restores the paper's settings;
@@ -52,11 +52,10 @@ folder and its files (model, ``train_log.jsonl``, ``train_config.json``) are des
 Where the rest lives: the configuration in :mod:`hybrid_utils.config`, overlap removal, held-out
 splits and pair preparation in :mod:`hybrid_utils.data`, run folders and resume in
 :mod:`hybrid_utils.runs`, the step log and checkpoint callbacks in :mod:`hybrid_utils.callbacks`
-and the command line in :mod:`hybrid_utils.cli_train`; every name is re-exported here.
-Command line (the same entry point runs under ``torchrun`` / ``accelerate launch``, see
-``docs/distributed.md``)::
+and the command line in :mod:`hybrid_utils.study.cli_train` (it runs under ``torchrun`` / ``accelerate
+launch`` too, see ``docs/distributed.md``)::
 
-    python -m hybrid_utils.training --method hybrid --train-on mlqa-r --output runs/hybrid-mlqa-r
+    python -m hybrid_utils train --method hybrid --train-on mlqa-r --output runs/hybrid-mlqa-r
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ import contextlib
 import os
 import random
 import shutil
-import sys
 import time
 import types
 from dataclasses import dataclass
@@ -75,33 +73,15 @@ from typing import Any, Sequence
 
 from torch import nn
 
-# Everything that moved out of this module is re-exported: ``from hybrid_utils.training import X`` keeps working.
 from .callbacks import (
     BatchRecordingCollator, DiscriminatorCheckpointCallback, TrainLogCallback, use_single_progress_bar,
 )
-from .cli_train import add_train_arguments, config_from_args, run_train_command
-from .cli_train import main as _cli_main
 from .config import (
-    CHECKPOINT_DIR, CONFIG_NAME, DISCRIMINATOR_NAME, HELDOUT_NAME, LOG_NAME, METHOD_NAMES, METHODS, PAPER_BATCH_SIZE,
-    PAPER_LEARNING_RATE, PROTOCOLS, TRAINABLE, ZERO_SHOT, MethodSpec, TrainConfig,
+    CHECKPOINT_DIR, CONFIG_NAME, DISCRIMINATOR_NAME, HELDOUT_NAME, LOG_NAME, METHODS, TRAINABLE, ZERO_SHOT, TrainConfig,
 )
-from .data import (
-    _limit_by_question_id, find_overlap, prepare_training_pairs, remove_overlap, split_pairs_by_question_id,
-    subset_lareqa,
-)
-from .runs import (
-    _checkpoint_step, _is_main_process, _last_checkpoint, _read_jsonl, _truncate_log, _versions, _write_json,
-    load_train_config, load_train_log,
-)
+from .data import prepare_training_pairs
+from .runs import _checkpoint_step, _is_main_process, _last_checkpoint, _truncate_log, _versions, _write_json
 from .samplers import HybridBatchSampler
-
-__all__ = [
-    "METHODS", "ZERO_SHOT", "METHOD_NAMES", "PROTOCOLS", "TRAINABLE", "PAPER_LEARNING_RATE", "PAPER_BATCH_SIZE",
-    "MethodSpec", "TrainConfig", "TrainingRun", "train", "build_training_run", "prepare_training_pairs",
-    "remove_overlap", "find_overlap", "split_pairs_by_question_id", "subset_lareqa", "apply_trainable",
-    "load_train_log", "TrainLogCallback", "BatchRecordingCollator", "add_train_arguments", "config_from_args",
-    "run_train_command", "main",
-]
 
 
 # --------------------------------------------------------------------------- model
@@ -165,7 +145,7 @@ def reinitialise_top_layers(model, n: int, seed: int) -> list[int]:
     out here because ``transformers``' own ``_init_weights`` skips weights that were loaded from a checkpoint).
     The model then has to learn retrieval in those layers from the training batches, as a masked language model
     does; with a pretrained retriever such as multilingual-e5 the batches barely matter (the study's positive
-    control, :mod:`hybrid_utils.positive_control`). Returns the indices of the re-initialised layers.
+    control, :mod:`hybrid_utils.study.positive_control`). Returns the indices of the re-initialised layers.
     """
     import torch
 
@@ -197,7 +177,7 @@ def _keep_in_eval_mode(model, first_trained: int) -> None:
     """The frozen embeddings and lower layers stay in eval mode (no dropout) whatever ``model.train()`` says.
 
     Frozen layers then compute a fixed function of the input, which is what lets
-    :class:`~hybrid_utils.training_cache.TrainingPrefixCache` compute them once per text; the
+    :class:`~hybrid_utils.plumbing.training_cache.TrainingPrefixCache` compute them once per text; the
     uncached path does the same, so both train the same model.
     """
     for name, module in model.named_modules():
@@ -299,8 +279,6 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
     SentenceTransformer (it is modified in place).
     """
     import torch
-    from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import set_seed
 
     if config.method == ZERO_SHOT:
@@ -327,34 +305,73 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
     prefix_cache = _prefix_cache(model, config, info["trainable"])
     info["prefix_cache"] = prefix_cache is not None
 
-    base_loss = MultipleNegativesRankingLoss(model, scale=config.scale)
-    loss = base_loss
-    columns = ["question", "answer", "question_id", "question_language", "answer_language"]
-    train_dataset = pairs.select_columns(columns)
-    if spec.adversarial:
-        from .adversarial import AdversarialLoss, language_label_column
-
-        languages = sorted(set(pairs["question_language"]) | set(pairs["answer_language"]))
-        loss = AdversarialLoss(model, base_loss, languages=languages, lambda_max=config.lambda_max,
-                               schedule=config.lambda_schedule, total_steps=config.steps,
-                               gamma=config.lambda_gamma, hidden_dim=config.discriminator_hidden,
-                               queue_size=config.discriminator_queue, lambda_warmup=config.lambda_warmup,
-                               adversary=config.adversary)
-        loss.to(model.device)
-        train_dataset = train_dataset.add_column(
-            "label", language_label_column(pairs["question_language"], pairs["answer_language"], languages))
-        info["adversarial_languages"] = languages
+    loss, train_dataset = _loss_and_dataset(model, pairs, config, spec.adversarial, info)
 
     sampler_kwargs = dict(spec.sampler_kwargs, language_weights=config.language_weights)
     if spec.sampler is HybridBatchSampler:
         sampler_kwargs["alpha"] = config.alpha
     sampler_factory = partial(spec.sampler, **sampler_kwargs)
 
+    args = _training_arguments(config, spec.adversarial, model, sampler_factory, checkpoint_dir)
+    record_path = None
+    if config.record_batches:
+        out.mkdir(parents=True, exist_ok=True)
+        record_path = str(out / f"batches-rank{int(os.environ.get('RANK', '0'))}.jsonl")
+    collator = BatchRecordingCollator(preprocess_fn=model.preprocess, prompts=args.prompts or {},
+                                      router_mapping=args.router_mapping or {}, record_path=record_path)
+
+    log_callback = TrainLogCallback(out / LOG_NAME, loss if spec.adversarial else None)
+    callbacks = [log_callback]
+    if spec.adversarial:
+        from .adversarial import AdversarialCallback
+        callbacks += [AdversarialCallback(loss), DiscriminatorCheckpointCallback(loss)]
+        callbacks += _prepare_discriminator(loss, model, pairs, heldout, config, info, prefix_cache)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, loss=loss,
+                                         data_collator=collator, callbacks=callbacks)
+    log_callback.trainer = trainer  # reads the learning rates from the optimizer's parameter groups
+    # every step is in train_log.jsonl: the screen gets one bar, not a printed dict per step
+    use_single_progress_bar(trainer, show_progress=config.show_progress, description=f"training {config.method}")
+    return TrainingRun(config=config, trainer=trainer, model=model, loss=loss, pairs=pairs, heldout_pairs=heldout,
+                       info=info, log_callback=log_callback, original_max_seq_length=original_max,
+                       checkpoint_dir=checkpoint_dir, sampler_factory=sampler_factory, prefix_cache=prefix_cache)
+
+
+def _loss_and_dataset(model, pairs, config: TrainConfig, adversarial: bool, info: dict):
+    """The run's loss and the columns it trains on: :class:`~hybrid_utils.losses.ContrastiveLoss`, wrapped in an
+    :class:`~hybrid_utils.losses.AdversarialLoss` (and a ``label`` column of languages) for the adversarial methods."""
+    from .losses import ContrastiveLoss
+
+    base_loss = ContrastiveLoss(model, scale=config.scale)
+    columns = ["question", "answer", "question_id", "question_language", "answer_language"]
+    train_dataset = pairs.select_columns(columns)
+    if not adversarial:
+        return base_loss, train_dataset
+    from .adversarial import language_label_column
+    from .losses import AdversarialLoss
+
+    languages = sorted(set(pairs["question_language"]) | set(pairs["answer_language"]))
+    loss = AdversarialLoss(model, base_loss, languages=languages, lambda_max=config.lambda_max,
+                           schedule=config.lambda_schedule, total_steps=config.steps,
+                           gamma=config.lambda_gamma, hidden_dim=config.discriminator_hidden,
+                           queue_size=config.discriminator_queue, lambda_warmup=config.lambda_warmup,
+                           adversary=config.adversary)
+    loss.to(model.device)
+    train_dataset = train_dataset.add_column(
+        "label", language_label_column(pairs["question_language"], pairs["answer_language"], languages))
+    info["adversarial_languages"] = languages
+    return loss, train_dataset
+
+
+def _training_arguments(config: TrainConfig, adversarial: bool, model, sampler_factory, checkpoint_dir: Path):
+    """The trainer's arguments for ``config``: steps, rates, precision, checkpoints, and the batch sampler."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
     learning_rate_mapping = {}
-    if spec.adversarial and config.discriminator_lr:
+    if adversarial and config.discriminator_lr:
         learning_rate_mapping[r"^discriminator\."] = float(config.discriminator_lr)
     use_cuda = torch.cuda.is_available() and (config.device is None or str(config.device).startswith("cuda"))
-    args = SentenceTransformerTrainingArguments(
+    return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
         max_steps=int(config.steps),
         per_device_train_batch_size=int(config.batch_size),
@@ -381,34 +398,13 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
         ddp_find_unused_parameters=False,
         learning_rate_mapping=learning_rate_mapping,
     )
-    record_path = None
-    if config.record_batches:
-        out.mkdir(parents=True, exist_ok=True)
-        record_path = str(out / f"batches-rank{int(os.environ.get('RANK', '0'))}.jsonl")
-    collator = BatchRecordingCollator(preprocess_fn=model.preprocess, prompts=args.prompts or {},
-                                      router_mapping=args.router_mapping or {}, record_path=record_path)
-
-    log_callback = TrainLogCallback(out / LOG_NAME, loss if spec.adversarial else None)
-    callbacks = [log_callback]
-    if spec.adversarial:
-        from .adversarial import AdversarialCallback
-        callbacks += [AdversarialCallback(loss), DiscriminatorCheckpointCallback(loss)]
-        callbacks += _prepare_discriminator(loss, model, pairs, heldout, config, info, prefix_cache)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset, loss=loss,
-                                         data_collator=collator, callbacks=callbacks)
-    log_callback.trainer = trainer  # reads the learning rates from the optimizer's parameter groups
-    # every step is in train_log.jsonl: the screen gets one bar, not a printed dict per step
-    use_single_progress_bar(trainer, show_progress=config.show_progress, description=f"training {config.method}")
-    return TrainingRun(config=config, trainer=trainer, model=model, loss=loss, pairs=pairs, heldout_pairs=heldout,
-                       info=info, log_callback=log_callback, original_max_seq_length=original_max,
-                       checkpoint_dir=checkpoint_dir, sampler_factory=sampler_factory, prefix_cache=prefix_cache)
 
 
 def _prefix_cache(model, config: TrainConfig, trainable: dict):
-    """A :class:`~hybrid_utils.training_cache.TrainingPrefixCache` when the run can use one, else None."""
+    """A :class:`~hybrid_utils.plumbing.training_cache.TrainingPrefixCache` when the run can use one, else None."""
     if not config.prefix_cache or config.trainable != "cpu-default" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return None
-    from .training_cache import TrainingPrefixCache
+    from .plumbing.training_cache import TrainingPrefixCache
 
     frozen = trainable["num_layers"] - config.num_trainable_layers
     if frozen < 1:
@@ -596,14 +592,3 @@ def train(config: TrainConfig | None = None, log=print, model=None, **overrides)
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         log(f"saved {out} (step {steps_done}, {seconds:.0f} s)")
     return out
-
-
-# --------------------------------------------------------------------------- command line
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hybrid_utils.training``: see :func:`hybrid_utils.cli_train.main`."""
-    return _cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,8 @@ import pandas as pd
 
 from .encoder import load_encoder
 from .plots import _axes
-from .samplers import CROSS_LINGUAL, MONOLINGUAL, HybridBatchSampler, _column
+from .batch_groups import CROSS_LINGUAL, MONOLINGUAL
+from .samplers import HybridBatchSampler, _column
 
 __all__ = [
     "batch_preview", "duplicates_per_batch", "alpha_sweep", "group_frequencies",
@@ -148,11 +149,11 @@ def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFr
 
     ``runs`` maps a row name to a run folder or a model name (``"bundled"`` for the untrained
     model). With the profile's ``trainable="cpu-default"`` every fine-tuned model shares the
-    base model's lower layers, so a :class:`~hybrid_utils.prefix_cache.FrozenPrefixCache`
+    base model's lower layers, so a :class:`~hybrid_utils.plumbing.prefix_cache.FrozenPrefixCache`
     computes them once for all models. Columns: ``mono_map``, ``cross_map``,
     ``multilingual_map``, ``language_bias`` (see :func:`hybrid_utils.evaluation.evaluate_lareqa`).
     """
-    from .reproduce import Evaluator
+    from .experiments import Evaluator
 
     evaluator = Evaluator(profile, log=lambda *_: None)
     rows = {}
@@ -166,10 +167,10 @@ def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int
                       log=print) -> dict[float, Path]:
     """Finished adversarial runs of the study's lambda sweep, one per ``lambda_max`` (trained now unless there).
 
-    The same folders as ``reproduce --study`` (:func:`hybrid_utils.reproduce.lambda_sweep`): the run at the
+    The same folders as ``reproduce --study`` (:func:`hybrid_utils.study.reproduce.lambda_sweep`): the run at the
     profile's own ``lambda_max`` is the study's adversarial run. Returns ``{lambda_max: run folder}``.
     """
-    from .reproduce import ensure_run, sweep_dir
+    from .experiments import ensure_run, sweep_dir
 
     seed = profile.sweep_seeds[0] if seed is None else seed
     model, train_on = profile.models[0], profile.sweep_train_on

@@ -88,7 +88,8 @@ def find_models(profile: Profile | str | None = None, model: str = "bundled") ->
     Runs are looked for in ``<runs_dir>/<model slug>/`` (and one level below, e.g. the lambda sweep); the label
     is the run folder's path below that, e.g. ``hybrid-mlqa-r-seed1``.
     """
-    from .reproduce import is_finished_run, model_slug
+    from .experiments import is_finished_run
+    from .results import model_slug
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     found = {"zero-shot": model}

@@ -9,15 +9,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hybrid_utils.adversarial import (
-    AdversarialCallback,
-    AdversarialLoss,
-    GradientReversal,
-    LanguageDiscriminator,
-    ganin_lambda,
-    grad_reverse,
-    lambda_schedule,
+    AdversarialCallback, GradientReversal, LanguageDiscriminator, ganin_lambda, grad_reverse, lambda_schedule,
     language_label_column,
 )
+from hybrid_utils.losses import AdversarialLoss
 
 
 # --------------------------------------------------------------------------- gradient reversal
@@ -266,7 +261,9 @@ def bundled_model():
 @pytest.mark.slow
 def test_discriminator_is_trained_by_the_trainer(tmp_path, bundled_model):
     """The discriminator lives in the loss; the ST trainer's optimizer must still update it."""
-    from hybrid_utils.training import TrainConfig, build_training_run, load_train_log
+    from hybrid_utils.config import TrainConfig
+    from hybrid_utils.training import build_training_run
+    from hybrid_utils.runs import load_train_log
 
     config = TrainConfig(method="adversarial", train_on="mlqa-r", languages=("de", "en", "es"), limit_pairs=300,
                          batch_size=8, steps=3, save_steps=0, output_dir=str(tmp_path / "adv"),
@@ -298,7 +295,9 @@ def test_discriminator_learns_language_from_monolingual_batches(tmp_path, bundle
     """Monolingual batches hold one language each; with the queue and warm start the discriminator still
     identifies the language of held-out texts far above chance (before the fix it sat at chance: it learned
     the language prior). Whether the encoder then fools it depends on lambda: results/adversarial_sweep.csv."""
-    from hybrid_utils.training import TrainConfig, load_train_log, train
+    from hybrid_utils.config import TrainConfig
+    from hybrid_utils.runs import load_train_log
+    from hybrid_utils.training import train
 
     config = TrainConfig(method="adversarial", train_on="mlqa-r", languages=("de", "en", "es", "zh"),
                          limit_pairs=3000, batch_size=16, steps=24, save_steps=0, lambda_max=1.0,

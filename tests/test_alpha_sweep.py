@@ -9,10 +9,10 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from hybrid_utils.alpha_sweep import (ALPHA_SWEEP_COLUMNS, alpha_run, alpha_sweep, plot_alpha_sweep,  # noqa: E402
+from hybrid_utils.study.alpha_sweep import (ALPHA_SWEEP_COLUMNS, alpha_run, alpha_sweep, plot_alpha_sweep,  # noqa: E402
                                       summarize_alpha_sweep)
 from hybrid_utils.profiles import get_profile  # noqa: E402
-from hybrid_utils.reproduce import ensure_run, run_dir  # noqa: E402
+from hybrid_utils.experiments import ensure_run, run_dir  # noqa: E402
 from hybrid_utils.runs import load_train_log  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Tests of hybrid_utils.beir (BEIR export of LAReQA) and hybrid_utils.benchmark (mteb evaluation).
+"""Tests of hybrid_utils.study.beir (BEIR export of LAReQA) and hybrid_utils.study.benchmark (mteb evaluation).
 
 mteb's numbers on an exported folder are cross-checked against an independent computation:
 the project's own encoding, exact faiss search and ir-measures (pytrec_eval).
@@ -9,9 +9,9 @@ import json
 import pandas as pd
 import pytest
 
-from hybrid_utils.__main__ import main
-from hybrid_utils.beir import BEIRFolderError, beir_task, exact_search_metrics, export_beir, read_beir
-from hybrid_utils.benchmark import (METRICS, HubDataUnavailableError, _hub_tasks, benchmark, benchmark_models,
+from hybrid_utils.study.cli import main
+from hybrid_utils.study.beir import BEIRFolderError, beir_task, exact_search_metrics, export_beir, read_beir
+from hybrid_utils.study.benchmark import (METRICS, HubDataUnavailableError, _hub_tasks, benchmark, benchmark_models,
                                     mteb_model, mteb_prompts)
 from hybrid_utils.data import load_lareqa
 
@@ -87,7 +87,7 @@ def test_offline_hub_task_fails_at_once_naming_task_and_remedy(monkeypatch, caps
 def test_unreachable_hub_without_offline_flag_fails_in_seconds_not_after_retries(monkeypatch):
     import socket
 
-    import hybrid_utils.benchmark as benchmark_module
+    import hybrid_utils.study.benchmark as benchmark_module
 
     calls = []
 
@@ -169,9 +169,9 @@ def test_benchmark_models_gives_one_tidy_frame(model, tmp_path, monkeypatch):
 
 def test_benchmark_study_runs_the_study_models_and_stops_offline(model, tmp_path, monkeypatch):
     import hybrid_utils.encoder
-    from hybrid_utils.benchmark import benchmark_study
+    from hybrid_utils.study.benchmark import benchmark_study
     from hybrid_utils.profiles import get_profile
-    from hybrid_utils.reproduce import run_dir
+    from hybrid_utils.experiments import run_dir
 
     monkeypatch.setattr(hybrid_utils.encoder, "load_encoder", lambda name, **kwargs: model)
     profile = get_profile("smoke", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))

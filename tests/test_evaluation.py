@@ -14,8 +14,9 @@ import pytest
 from datasets import Dataset
 
 from hybrid_utils.data import LAReQADataset, load_lareqa
-from hybrid_utils.evaluation import (average_precision, evaluate_lareqa, load_result, save_result,
-                                     summarize)
+from hybrid_utils.metrics import average_precision
+from hybrid_utils.evaluation import evaluate_lareqa
+from hybrid_utils.results import load_result, save_result, summarize
 
 
 # --------------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def fake_encoder(monkeypatch):
 
 
 def test_cli_evaluate(tmp_path, capsys, fake_encoder):
-    from hybrid_utils.__main__ import main
+    from hybrid_utils.study.cli import main
 
     out = tmp_path / "results" / "zero-shot" / "xquad-r.json"
     code = main(["evaluate", "--model", "bundled", "--dataset", "xquad-r", "--output", str(out),
@@ -390,7 +391,7 @@ def test_cli_evaluate(tmp_path, capsys, fake_encoder):
     (["--languages", "xx"], "unknown language"),
 ])
 def test_cli_bad_input_exits_2(capsys, fake_encoder, argv, message):
-    from hybrid_utils.__main__ import main
+    from hybrid_utils.study.cli import main
 
     assert main(["evaluate", "--limit-questions", "2", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err
@@ -398,7 +399,7 @@ def test_cli_bad_input_exits_2(capsys, fake_encoder, argv, message):
 
 
 def test_cli_unavailable_model_exits_2(capsys, tmp_path):
-    from hybrid_utils.__main__ import main
+    from hybrid_utils.study.cli import main
 
     assert main(["evaluate", "--model", str(tmp_path / "missing-model"), "--limit-questions", "2",
                  "--no-progress"]) == 2
@@ -408,7 +409,7 @@ def test_cli_unavailable_model_exits_2(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_cli_with_the_bundled_encoder(tmp_path, capsys):
-    from hybrid_utils.__main__ import main
+    from hybrid_utils.study.cli import main
 
     out = tmp_path / "r.json"
     assert main(["evaluate", "--dataset", "mlqa-r", "--limit-questions", "20", "--languages", "en", "de",

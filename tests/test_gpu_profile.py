@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybrid_utils.plan import BudgetExceededError, assumed_seconds, plan_study
+from hybrid_utils.study.plan import BudgetExceededError, assumed_seconds, plan_study
 from hybrid_utils.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,8 @@ def _tiny_gpu_profile(tiny_xlmr: str, tmp_path: Path, **overrides):
 
 def test_gpu_profile_end_to_end_on_a_tiny_xlm_roberta(tiny_xlmr, tmp_path):
     from hybrid_utils.encoder import native_bf16
-    from hybrid_utils.reproduce import reproduce, run_dir
+    from hybrid_utils.study.reproduce import reproduce
+    from hybrid_utils.experiments import run_dir
 
     gpu = get_profile("gpu")
     profile = _tiny_gpu_profile(tiny_xlmr, tmp_path)
@@ -98,7 +99,8 @@ def test_gpu_profile_end_to_end_on_a_tiny_xlm_roberta(tiny_xlmr, tmp_path):
 
 
 def test_over_budget_stops_before_training_and_keeps_earlier_results(tiny_xlmr, tmp_path):
-    from hybrid_utils.reproduce import reproduce, run_dir
+    from hybrid_utils.study.reproduce import reproduce
+    from hybrid_utils.experiments import run_dir
 
     profile = _tiny_gpu_profile(tiny_xlmr, tmp_path, methods=("hybrid",))
     reproduce(profile, log=lambda *a: None, max_hours=1.0)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from hybrid_utils.data import load_lareqa
-from hybrid_utils.evaluation import evaluate_lareqa, load_result, save_result
+from hybrid_utils.evaluation import evaluate_lareqa
+from hybrid_utils.results import load_result, save_result
 from hybrid_utils.language_information import (answer_groups, centered_probe_accuracy, probe_accuracy,
                                                translation_groups, translation_margin)
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from hybrid_utils.data import build_training_pairs, load_lareqa
-from hybrid_utils.language_weighting import (LANGUAGE_WEIGHTS_COLUMNS, describe_language_weights, language_weights_run,
+from hybrid_utils.study.language_weighting import (LANGUAGE_WEIGHTS_COLUMNS, describe_language_weights, language_weights_run,
                                              weights_are_equivalent)
 from hybrid_utils.profiles import get_profile
 from hybrid_utils.samplers import HybridBatchSampler
-from hybrid_utils.stats import compare_methods
+from hybrid_utils.study.stats import compare_methods
 
 B = 32
 
@@ -89,7 +89,7 @@ def test_description_names_identical_runs_and_a_measured_difference():
 
 
 def test_results_are_read_back_from_the_written_files_and_summarized(tmp_path):
-    from hybrid_utils.language_weighting import language_weights_results, summarize_language_weights
+    from hybrid_utils.study.language_weighting import language_weights_results, summarize_language_weights
 
     profile = get_profile("smoke", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
     rows = [{"train_on": "mlqa-r", "eval_on": "xquad-r", "language_weights": w, "seed": seed, "identical_to_size": w == "size",

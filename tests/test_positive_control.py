@@ -7,7 +7,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hybrid_utils.positive_control import COLUMNS, describe_trade_off, trade_off, write_report
+from hybrid_utils.study.positive_control import COLUMNS, describe_trade_off, trade_off, write_report
 
 
 def _rows(setting, method, finals, start=0.5):
@@ -42,7 +42,7 @@ def test_one_seed_is_not_enough_to_tell_and_the_report_is_generated(tmp_path):
 
 @pytest.mark.slow
 def test_run_positive_control_writes_rows_and_resumes(tmp_path):
-    from hybrid_utils.positive_control import run_positive_control
+    from hybrid_utils.study.positive_control import run_positive_control
 
     out = tmp_path / "pc.csv"
     small = dict(languages=("de", "en", "es"), limit_pairs=600, batch_size=8, steps=2)

@@ -4,7 +4,7 @@ import torch
 
 from hybrid_utils.data import load_lareqa
 from hybrid_utils.encoder import encode_texts, load_encoder
-from hybrid_utils.prefix_cache import FrozenPrefixCache
+from hybrid_utils.plumbing.prefix_cache import FrozenPrefixCache
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from hybrid_utils.profiles import get_profile
-from hybrid_utils.reproduce import SUMMARY_COLUMNS, describe_findings, reproduce, result_path, run_dir
+from hybrid_utils.study.report import SUMMARY_COLUMNS, describe_findings
+from hybrid_utils.study.reproduce import reproduce
+from hybrid_utils.experiments import result_path, run_dir
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,8 @@ def test_study_writes_tables_json_and_figures(study):
     assert (comparisons["ci_low"] <= comparisons["diff"]).all() and (comparisons["diff"] <= comparisons["ci_high"]).all()
 
     sweep = pd.read_csv(results / "adversarial_sweep.csv")
-    from hybrid_utils.report import SWEEP_COLUMNS
-    from hybrid_utils.tuning import choose_lambda
+    from hybrid_utils.study.report import SWEEP_COLUMNS
+    from hybrid_utils.study.tuning import choose_lambda
 
     assert list(sweep.columns) == SWEEP_COLUMNS
     assert sweep["lambda_max"].tolist() == [0.0, 1.0]
@@ -91,8 +93,9 @@ def test_study_resumes_without_recomputing(study):
     lines = []
     again = reproduce(profile, methods=["monolingual", "hybrid", "adversarial"], study=True, log=lines.append)
     assert model_file.stat().st_mtime_ns == stamp
-    # 6 runs + 7 evaluations, then the sweep: 2 runs + 2 evaluations (lambda 1 is the study's own adversarial run)
-    assert sum("[skip]" in line for line in lines) == 17
+    # the sweep that chooses lambda first: 2 runs; then 6 runs + 7 evaluations; then the sweep on the evaluation
+    # set: 2 runs + 2 evaluations (lambda 1 is the study's own adversarial run)
+    assert sum("[skip]" in line for line in lines) == 19
     pd.testing.assert_frame_equal(again, summary)
 
 
@@ -104,7 +107,7 @@ def test_unknown_method_is_refused_before_any_work(tmp_path):
 
 
 def test_describe_sweep_says_when_the_discriminator_is_fooled_and_what_the_probe_finds():
-    from hybrid_utils.report import describe_sweep
+    from hybrid_utils.study.report import describe_sweep
 
     sweep = pd.DataFrame({"lambda_max": [0.0, 0.0, 1.0, 1.0, 3.0, 3.0], "seed": [1, 2] * 3,
                           "discriminator_accuracy": [0.98, 0.96, 0.95, 0.93, 0.2, 0.22],

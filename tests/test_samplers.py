@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 
 from hybrid_utils.data import build_training_pairs, load_lareqa
-from hybrid_utils.samplers import (CROSS_LINGUAL, MONOLINGUAL, CrossLingualBatchSampler, HybridBatchSampler,
-                                   MonolingualBatchSampler, PairCollator, composition_matrix,
-                                   make_batch_sampler)
+from hybrid_utils.batch_groups import CROSS_LINGUAL, MONOLINGUAL
+from hybrid_utils.samplers import (
+    CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler, PairCollator, composition_matrix,
+    make_batch_sampler,
+)
 
 B = 32
 SAMPLERS = {

@@ -1,4 +1,4 @@
-"""Tests of hybrid_utils.stats and hybrid_utils.bootstrap: seed summaries, the table's macro estimand, the paired
+"""Tests of hybrid_utils.study.stats and hybrid_utils.study.bootstrap: seed summaries, the table's macro estimand, the paired
 two-level bootstrap (cross-checked against scipy), Holm's correction and the verdicts."""
 
 import json
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from hybrid_utils.bootstrap import SeedValues, macro_over_languages, paired_bootstrap
-from hybrid_utils.stats import (ESTIMAND_MACRO, ESTIMAND_QUESTIONS, METRICS, compare_methods, describe_comparisons,
+from hybrid_utils.study.bootstrap import SeedValues, macro_over_languages, paired_bootstrap
+from hybrid_utils.study.stats import (ESTIMAND_MACRO, ESTIMAND_QUESTIONS, METRICS, compare_methods, describe_comparisons,
                                 holm, judge, paired_difference, seed_summary)
 
 N = 400
@@ -235,7 +235,8 @@ def per_question_values(result, key):
 
 
 def test_macro_of_per_query_reproduces_the_stored_metrics_on_unbalanced_mlqa_r(mlqa_subset, tmp_path):
-    from hybrid_utils.evaluation import evaluate_lareqa, load_result, save_result
+    from hybrid_utils.evaluation import evaluate_lareqa
+    from hybrid_utils.results import load_result, save_result
     from hybrid_utils.postprocess import centered_evaluation, centering_means
 
     dataset = mlqa_subset

@@ -11,26 +11,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from hybrid_utils.profiles import PROFILES  # noqa: E402
+
 from hybrid_utils.data import build_training_pairs, load_lareqa  # noqa: E402
 from hybrid_utils.samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler  # noqa: E402
-from hybrid_utils.training import (  # noqa: E402
-    METHOD_NAMES,
-    METHODS,
-    PAPER_LEARNING_RATE,
-    PROTOCOLS,
-    TrainConfig,
-    add_train_arguments,
-    apply_trainable,
-    build_training_run,
-    config_from_args,
-    find_overlap,
-    load_train_log,
-    prepare_training_pairs,
-    remove_overlap,
-    split_pairs_by_question_id,
-    subset_lareqa,
-    train,
+from hybrid_utils.config import METHOD_NAMES, METHODS, PAPER_LEARNING_RATE, PROTOCOLS, TrainConfig
+from hybrid_utils.study.cli_train import add_train_arguments, config_from_args
+from hybrid_utils.training import apply_trainable, build_training_run, train
+from hybrid_utils.data import (
+    find_overlap, prepare_training_pairs, remove_overlap, split_pairs_by_question_id, subset_lareqa,
 )
+from hybrid_utils.runs import load_train_log
 
 SMALL = dict(train_on="mlqa-r", languages=("de", "en", "es"), show_progress=False)
 
@@ -67,7 +58,9 @@ def test_cli_arguments():
                                               "--alpha", "0.3", "--steps", "7", "--batch-size", "16", "--seed", "3"]))
     assert (cfg.method, cfg.alpha, cfg.steps, cfg.batch_size, cfg.seed, cfg.output_dir) == (
         "hybrid", 0.3, 7, 16, 3, "runs/x")
-    assert cfg.learning_rate == 1e-4 and cfg.trainable == "cpu-default" and cfg.resume == "auto"
+    cpu = PROFILES["cpu"].training_defaults("mlqa-r", "hybrid")
+    assert cfg.learning_rate == cpu["learning_rate"] and cfg.trainable == "cpu-default" and cfg.resume == "auto"
+    assert cfg.reinit_top_layers == cpu["reinit_top_layers"] == 2  # the bundled model's default start (profiles.py)
     paper = config_from_args(parser.parse_args(["--paper"]))
     assert (paper.learning_rate, paper.batch_size, paper.trainable) == (PAPER_LEARNING_RATE, 100, "full")
     assert config_from_args(parser.parse_args(["--paper", "--lr", "1e-5"])).learning_rate == 1e-5
@@ -233,7 +226,7 @@ def test_adversarial_log_has_the_encoder_and_discriminator_learning_rates(tmp_pa
 def test_train_config_defaults_are_the_cpu_profile():
     """One source of defaults: TrainConfig and the CLI train exactly what the cpu profile trains, per training set."""
     from hybrid_utils.profiles import PROFILES
-    from hybrid_utils.reproduce import train_config
+    from hybrid_utils.experiments import train_config
 
     cpu = PROFILES["cpu"]
     for train_on in ("mlqa-r", "xquad-r"):
@@ -281,7 +274,7 @@ def test_torchrun_two_cpu_processes_keep_batches_homogeneous(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "hybrid_utils.training", "--method", "hybrid", "--train-on", "mlqa-r",
+           "-m", "hybrid_utils.study.cli_train", "--method", "hybrid", "--train-on", "mlqa-r",
            "--languages", "de", "en", "es", "--limit-pairs", "600", "--batch-size", "8", "--steps", "3",
            "--save-steps", "0", "--output", str(out), "--record-batches", "--no-progress", "--num-threads", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)

@@ -44,7 +44,7 @@ def _loss_and_grads(model, loss, questions, answers, cache=None):
 
 @pytest.mark.parametrize("packed", [True, False])
 def test_cached_path_gives_the_same_loss_and_gradients(setup, packed):
-    from hybrid_utils.training_cache import TrainingPrefixCache
+    from hybrid_utils.plumbing.training_cache import TrainingPrefixCache
 
     model, loss, questions, answers = setup
     plain_loss, plain_grads = _loss_and_grads(model, loss, questions, answers)
@@ -67,7 +67,7 @@ def test_cached_path_gives_the_same_loss_and_gradients(setup, packed):
 
 def test_cache_needs_frozen_lower_layers():
     from hybrid_utils.encoder import load_encoder
-    from hybrid_utils.training_cache import TrainingPrefixCache
+    from hybrid_utils.plumbing.training_cache import TrainingPrefixCache
 
     model = load_encoder("bundled", device="cpu")  # nothing frozen
     with pytest.raises(ValueError, match="apply_trainable"):
@@ -76,7 +76,7 @@ def test_cache_needs_frozen_lower_layers():
 
 def test_warm_uses_the_collator_tokenization(setup):
     """Texts warmed up front are hits when the same texts arrive in a training batch."""
-    from hybrid_utils.training_cache import TrainingPrefixCache
+    from hybrid_utils.plumbing.training_cache import TrainingPrefixCache
 
     model, loss, questions, answers = setup
     cache = TrainingPrefixCache(model, num_frozen_layers=8, shared=False)

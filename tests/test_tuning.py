@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hybrid_utils.tuning import choose
+from hybrid_utils.study.tuning import choose
 
 
 def _curve(lr, scale, layers, scores, method="hybrid"):
@@ -34,7 +34,7 @@ def test_choose_takes_the_best_point_and_the_step_where_it_flattened():
 
 @pytest.mark.slow
 def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
-    from hybrid_utils.tuning import tune
+    from hybrid_utils.study.tuning import tune
 
     out = tmp_path / "tuning.csv"
     frame = tune("mlqa-r", methods=["hybrid"], grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
@@ -59,7 +59,7 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
 
 
 def test_choose_lambda_takes_the_best_mean_validation_score_among_real_adversaries():
-    from hybrid_utils.tuning import choose_lambda
+    from hybrid_utils.study.tuning import choose_lambda
 
     sweep = pd.DataFrame({"lambda_max": [0.0, 0.0, 0.3, 0.3, 1.0, 1.0],
                           "val_score": [0.70, 0.70, 0.66, 0.68, 0.69, 0.67]})
@@ -119,7 +119,7 @@ def test_cpu_profile_lambda_is_the_committed_sweeps_choice():
     import pandas as pd
 
     from hybrid_utils.profiles import PROFILES
-    from hybrid_utils.tuning import choose_lambda
+    from hybrid_utils.study.tuning import choose_lambda
 
     sweep = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "adversarial_sweep.csv")
     if "val_score" not in sweep or sweep["val_score"].isna().all():

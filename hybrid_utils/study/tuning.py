@@ -45,7 +45,7 @@ TUNING_COLUMNS = ["train_on", "method", "learning_rate", "scale", "num_trainable
 
 def validation_dataset(train_on: str, question_ids: Sequence[str], languages=None):
     """The held-out questions of ``train_on`` with the sentences of their paragraphs in every language."""
-    from .data import load_lareqa, subset_lareqa
+    from ..data import load_lareqa, subset_lareqa
 
     return subset_lareqa(load_lareqa(train_on, languages=languages), question_ids, pool="paragraphs")
 
@@ -58,9 +58,9 @@ def validate_run(run_dir: str | Path, model=None, probe: bool = True) -> dict:
     centred embeddings) and the translation margin, where :func:`~hybrid_utils.evaluation.evaluate_lareqa`
     computes them, so the adversary is judged by a *freshly trained* probe, not by its own discriminator.
     """
-    from .config import HELDOUT_NAME
-    from .encoder import load_encoder
-    from .evaluation import evaluate_lareqa
+    from ..config import HELDOUT_NAME
+    from ..encoder import load_encoder
+    from ..evaluation import evaluate_lareqa
 
     saved = json.loads((Path(run_dir) / HELDOUT_NAME).read_text())
     validation = validation_dataset(saved["train_on"], saved["question_ids"])
@@ -121,7 +121,7 @@ class ValidationCallback(TrainerCallback):
         self.rows: list[dict] = []
 
     def measure(self, step: int) -> dict:
-        from .evaluation import evaluate_lareqa
+        from ..evaluation import evaluate_lareqa
 
         was_training = self.model.training
         result = evaluate_lareqa(self.model, self.dataset, show_progress_bar=False, probe=False)
@@ -166,9 +166,9 @@ def train_and_validate(config, train_on: str, eval_every: int) -> tuple[list[dic
     """Train one run from scratch, validating every ``eval_every`` steps on held-out questions of ``train_on``.
 
     Returns the validation rows (:class:`ValidationCallback`), the training seconds and the number of validation
-    questions. Used by :func:`tune` and by :mod:`hybrid_utils.positive_control`.
+    questions. Used by :func:`tune` and by :mod:`hybrid_utils.study.positive_control`.
     """
-    from .training import build_training_run
+    from ..training import build_training_run
 
     if config.eval_holdout <= 0:
         raise ValueError("tuning needs held-out questions: eval_holdout > 0")
@@ -198,7 +198,7 @@ def tune(train_on: str = "mlqa-r", methods: Sequence[str] = TUNED_METHODS, grid:
     (:func:`choose`) goes to ``<output>.json``; ``choose_with`` restricts it to grid points with these
     values. ``overrides`` go to every run's config.
     """
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     log = log or (lambda *args, **kwargs: None)
     grid = dict(grid or DEFAULT_GRID)

@@ -9,7 +9,7 @@ Two sources of uncertainty matter when one training method is compared with anot
 * **the training seed**: a second training run of the same method gives a somewhat
   different model, and a table shows the mean over seeds.
 
-:func:`paired_difference` resamples both at once (:func:`hybrid_utils.bootstrap.paired_bootstrap`:
+:func:`paired_difference` resamples both at once (:func:`hybrid_utils.study.bootstrap.paired_bootstrap`:
 seeds of each method and question ids, all language versions of an id together) and
 resamples the number the table shows: the macro average over query languages of each seed,
 averaged over seeds, from the per-query values of
@@ -26,7 +26,7 @@ that method's favour. :func:`describe_comparisons` turns the rows into plain sen
 Example::
 
     >>> from hybrid_utils.evaluation import load_result
-    >>> from hybrid_utils.stats import compare_methods, describe_comparisons
+    >>> from hybrid_utils.study.stats import compare_methods, describe_comparisons
     >>> results = {(m, "xquad-r"): [load_result(f"results/{m}/seed{s}/xquad-r.json") for s in (0, 1, 2)]
     ...            for m in ("hybrid", "monolingual", "cross-lingual", "adversarial")}
     >>> print(describe_comparisons(compare_methods(results)))
@@ -184,7 +184,7 @@ def paired_difference(a_results: Sequence[Mapping], b_results: Sequence[Mapping]
 
     With ``per_query`` in every result (estimand :data:`ESTIMAND_MACRO`): the difference of the
     table's numbers, i.e. of the means over seeds of each seed's macro average over query
-    languages, with :func:`hybrid_utils.bootstrap.paired_bootstrap` (seeds of each side and
+    languages, with :func:`hybrid_utils.study.bootstrap.paired_bootstrap` (seeds of each side and
     question ids resampled in every replicate). Otherwise (:data:`ESTIMAND_QUESTIONS`, result
     files from before ``per_query``): the mean per-question difference of the seed-averaged
     ``per_question`` values on the ids both sides have, seeds and questions resampled the same
@@ -193,7 +193,7 @@ def paired_difference(a_results: Sequence[Mapping], b_results: Sequence[Mapping]
     Returns:
         dict: ``diff``, ``ci_low``, ``ci_high`` (percentile interval), ``p_value`` (two-sided,
         normal approximation from the bootstrap sd: no ``1 / n_resamples`` floor, see
-        :func:`~hybrid_utils.bootstrap.paired_bootstrap`), ``n_questions`` (paired ids),
+        :func:`~hybrid_utils.study.bootstrap.paired_bootstrap`), ``n_questions`` (paired ids),
         ``n_seeds_a``, ``n_seeds_b``, ``a_seed_sd``, ``b_seed_sd`` (sd over seeds of each
         seed's summary value, ``ddof=1``, NaN with one seed), ``seed_spread`` (``sqrt(a_seed_sd**2
         + b_seed_sd**2)``, a NaN side counted as 0, NaN if both are NaN; information only) and

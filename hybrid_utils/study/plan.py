@@ -1,7 +1,7 @@
 """What a ``reproduce`` call will run, how long it should take, and a time budget.
 
 :func:`plan_study` lists the training runs and evaluations a call of
-:func:`hybrid_utils.reproduce.reproduce` would make, and which are already done (finished
+:func:`hybrid_utils.study.reproduce.reproduce` would make, and which are already done (finished
 runs and up-to-date evaluations are skipped by ``reproduce``, so they cost nothing).
 
 Two estimates of the time the rest takes:
@@ -19,7 +19,7 @@ Two estimates of the time the rest takes:
 
 Example::
 
-    from hybrid_utils.plan import plan_study, assumed_seconds, describe_plan
+    from hybrid_utils.study.plan import plan_study, assumed_seconds, describe_plan
     plan = plan_study("gpu")
     print(describe_plan(plan, assumed_seconds(plan)))
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .profiles import Profile, get_profile
+from ..profiles import Profile, get_profile
 
 __all__ = ["PlannedRun", "PlannedEvaluation", "StudyPlan", "Estimate", "Device", "DEVICES", "BudgetExceededError",
            "plan_study", "assumed_seconds", "measure_seconds", "describe_plan", "check_budget", "dry_run"]
@@ -117,11 +117,11 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
                train_sets=None) -> StudyPlan:
     """The training runs and evaluations ``reproduce(profile, methods, models, study, train_sets)`` makes.
 
-    Mirrors the loops of :func:`hybrid_utils.reproduce.reproduce` (same folders, same file
+    Mirrors the loops of :func:`hybrid_utils.study.reproduce.reproduce` (same folders, same file
     names), including the adversarial lambda sweep of ``study=True``.
     """
-    from .config import PROTOCOLS
-    from .reproduce import ZERO_SHOT, is_finished_run, result_path, run_dir, sweep_dir, train_config
+    from ..config import PROTOCOLS, ZERO_SHOT
+    from ..experiments import is_finished_run, result_path, run_dir, sweep_dir, train_config
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     seeds = tuple(profile.study_seeds if study else profile.seeds)
@@ -158,9 +158,9 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
 
 
 def _changed(folder: Path, config) -> list[str]:
-    from .reproduce import _changed_settings
+    from ..experiments import changed_settings
 
-    return _changed_settings(Path(folder), config)
+    return changed_settings(Path(folder), config)
 
 
 # --------------------------------------------------------------------------- assumed estimate
@@ -238,7 +238,7 @@ def _evaluation_texts(profile: Profile, eval_on: str) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _count_texts(eval_on: str, languages, limit_questions) -> int:
-    from .data import load_lareqa
+    from ..data import load_lareqa
 
     data = load_lareqa(eval_on, languages=languages, limit_questions=limit_questions)
     return len(data.questions) + len(data.candidates)
@@ -280,9 +280,9 @@ def assumed_seconds(plan: StudyPlan, device: Device | None = None) -> Estimate:
 
 def _measure_steps(profile: Profile, model: str, method: str, train_on: str, steps: int, log) -> tuple[float, float]:
     """(seconds per optimizer step, set-up seconds of a run), from ``steps`` real steps in a temporary folder."""
-    from .reproduce import train_config
-    from .runs import load_train_log
-    from .training import build_training_run
+    from ..experiments import train_config
+    from ..runs import load_train_log
+    from ..training import build_training_run
 
     folder = Path(tempfile.mkdtemp(prefix="hybrid-estimate-"))
     try:
@@ -306,8 +306,8 @@ def _measure_steps(profile: Profile, model: str, method: str, train_on: str, ste
 
 def _measure_evaluation(profile: Profile, model: str, eval_on: str, sample: int) -> float:
     """Seconds to encode one text of ``eval_on``, from encoding ``sample`` of its questions and candidates."""
-    from .encoder import encode_texts, load_encoder
-    from .data import load_lareqa
+    from ..encoder import encode_texts, load_encoder
+    from ..data import load_lareqa
 
     data = load_lareqa(eval_on, languages=profile.eval_languages, limit_questions=profile.limit_questions)
     half = max(1, sample // 2)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encoder import distinct_texts, inference_precision, longest_first
+from ..encoder import distinct_texts, inference_precision, longest_first
 
 
 class _PassThroughEmbeddings(nn.Module):
@@ -141,7 +141,7 @@ class FrozenPrefixCache:
         """
         texts = list(texts)
         if not self.matches(model):
-            from .encoder import encode_texts
+            from ..encoder import encode_texts
             return encode_texts(model, texts, prompt_name, batch_size=self.batch_size,
                                 show_progress_bar=show_progress_bar, precision=self.precision)
         batches, inverse, n_unique = self._prefix(texts, prompt_name, show_progress_bar)

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .profiles import Profile, get_profile
-from .reproduce import Evaluator, StageTimer, ensure_run, model_slug, result_path, run_dir
-from .results import result_name
+from ..profiles import Profile, get_profile
+from ..experiments import Evaluator, ensure_run, result_path, run_dir
+from .timing import StageTimer
+from ..results import model_slug
+from ..results import result_name
 
 __all__ = ["ALPHA_SWEEP_COLUMNS", "DEFAULT_ALPHAS", "alpha_run", "alpha_sweep", "run_alpha_sweep", "summarize_alpha_sweep",
            "plot_alpha_sweep"]
@@ -44,7 +46,7 @@ def alpha_run(profile: Profile, alpha: float, train_on: str = "mlqa-r", model: s
     ``alpha`` 0 / 1: the study's cross-lingual / monolingual run; the profile's own ``alpha``:
     the study's hybrid run; otherwise a hybrid run under ``alpha-sweep/``.
     """
-    from .config import PROTOCOLS
+    from ..config import PROTOCOLS
 
     alpha = _check_alpha(alpha)
     model = model or profile.models[0]
@@ -82,8 +84,8 @@ def alpha_sweep(profile: Profile | str | None = None, alphas=DEFAULT_ALPHAS, see
         seeds: training seeds (default: the profile's ``study_seeds``, so the curve has a noise estimate).
         train_on: training set of the zero-shot protocol (default MLQA-R, evaluated on XQuAD-R).
         model: the base model (default: the profile's first).
-        evaluate: an :class:`~hybrid_utils.reproduce.Evaluator` to share (its caches) with a study.
-        timer: a :class:`~hybrid_utils.reproduce.StageTimer` to add the sweep's seconds to.
+        evaluate: an :class:`~hybrid_utils.experiments.Evaluator` to share (its caches) with a study.
+        timer: a :class:`~hybrid_utils.study.reproduce.StageTimer` to add the sweep's seconds to.
         log: where progress lines go.
         write: write ``<results_dir>/alpha_sweep.csv`` (False for a part of the sweep, e.g. in an
             exercise, so that the table of the full sweep is not replaced).
@@ -92,7 +94,7 @@ def alpha_sweep(profile: Profile | str | None = None, alphas=DEFAULT_ALPHAS, see
         one row per (alpha, seed) with :data:`ALPHA_SWEEP_COLUMNS`, also written to
         ``<results_dir>/alpha_sweep.csv`` unless ``write`` is False.
     """
-    from .config import PROTOCOLS
+    from ..config import PROTOCOLS
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     if train_on not in PROTOCOLS:

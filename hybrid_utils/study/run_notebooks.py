@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
+from ..profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
 
 __all__ = ["NOTEBOOKS", "execute_notebooks"]
 

@@ -10,7 +10,7 @@ the library whose numbers the field compares against:
   The hard-negative variants keep NQ and MIRACL small enough for a Colab GPU; on a CPU pick
   the small BEIR sets (:data:`CPU_TASKS`). They need the Hugging Face Hub: offline each fails
   at once with :class:`HubDataUnavailableError`, naming the task and what to do.
-* a local BEIR folder (``beir_folder``), e.g. XQuAD-R English from :func:`hybrid_utils.beir.export_beir`:
+* a local BEIR folder (``beir_folder``), e.g. XQuAD-R English from :func:`hybrid_utils.study.beir.export_beir`:
   the offline stand-in, run through the very same mteb evaluation.
 
 Every result row is one (task, language subset) with nDCG@10, Recall@100, Recall@10 and MRR@10;
@@ -217,7 +217,7 @@ def benchmark(model_name_or_path: str = "bundled", tasks: Sequence[str] | None =
         model_name_or_path: ``"bundled"``, a run folder or a Hub name (see
             :func:`hybrid_utils.encoder.load_encoder`); also the model's label in the results.
         tasks: mteb task names (default: :data:`HUB_TASKS` when no ``beir_folder`` is given, else none).
-        beir_folder: a local BEIR folder, evaluated as one more task (see :func:`hybrid_utils.beir.beir_task`).
+        beir_folder: a local BEIR folder, evaluated as one more task (see :func:`hybrid_utils.study.beir.beir_task`).
         languages: keep only these subsets of multilingual tasks (MIRACL: ``"en"``, ``"de"``, ...).
         output: write the result as JSON there, and the rows as CSV next to it (same name, ``.csv``).
         batch_size: encoding batch size.
@@ -245,7 +245,7 @@ def benchmark(model_name_or_path: str = "bundled", tasks: Sequence[str] | None =
     for task in task_objects:  # every hub download before the model, so a failure costs nothing
         _load(task)
     if model is None:
-        from .encoder import load_encoder
+        from ..encoder import load_encoder
 
         model = load_encoder(model_name_or_path)
     label = str(model_name_or_path)
@@ -319,8 +319,9 @@ def benchmark_study(profile=None, tasks: Sequence[str] | None = None, beir_folde
     """
     import pandas as pd
 
-    from .profiles import Profile, get_profile
-    from .reproduce import ZERO_SHOT, is_finished_run, run_dir
+    from ..profiles import Profile, get_profile
+    from ..config import ZERO_SHOT
+    from ..experiments import is_finished_run, run_dir
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     if tasks is None and beir_folder is None:

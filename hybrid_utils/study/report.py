@@ -3,7 +3,7 @@
 Everything here turns saved results into files people read (``summary.csv`` / ``summary.md``,
 ``seed_results.csv``, ``comparisons.csv``, ``adversarial_sweep.csv``) and into the findings
 text that README and notebook 05 print instead of typing numbers by hand. A finding calls a
-method better only when :mod:`hybrid_utils.stats` says so: the paired 95 % interval over
+method better only when :mod:`hybrid_utils.study.stats` says so: the paired 95 % interval over
 questions excludes 0 *and* the difference exceeds the spread over training seeds.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["centering_effect", "describe_centering", "LANGUAGE_INFO_COLUMNS", "RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
-           "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "README_START", "README_END"]
+           "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "headline_table",
+           "write_comparisons_report", "README_START", "README_END"]
 
 METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
 #: Recall@1 / @10 per setting, flattened from an evaluation's ``recall_at_<k>`` (absent from results made before them)
@@ -105,7 +106,7 @@ def describe_findings(summary: pd.DataFrame, comparisons: pd.DataFrame | None = 
     """Plain-language findings from the summary and the paired comparisons, one bullet per statement.
 
     Gains over zero-shot are reported as numbers (means over seeds); whether one method beats
-    another is left to the paired comparisons (:func:`hybrid_utils.stats.describe_comparisons`),
+    another is left to the paired comparisons (:func:`hybrid_utils.study.stats.describe_comparisons`),
     which say "no measurable difference" unless the Holm-corrected p-value and the interval over seeds and
     questions both allow more.
     """
@@ -146,7 +147,7 @@ def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_marg
 
     Per ``lambda_max`` (mean ± sd over seeds, on held-out questions of the training set): the discriminator's
     own accuracy at the end of training, a freshly trained probe on centred embeddings, the translation margin
-    and the validation score that chooses lambda (:func:`hybrid_utils.tuning.choose_lambda`). The discriminator
+    and the validation score that chooses lambda (:func:`hybrid_utils.study.tuning.choose_lambda`). The discriminator
     counts as fooled when its accuracy is within ``fooled_margin`` of ``chance``; the fresh probe and the margin
     tell whether the language information is gone or only hidden from that one discriminator.
     """
@@ -226,10 +227,45 @@ def describe_centering(effect: pd.DataFrame) -> str:
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def update_readme(summary: pd.DataFrame, results_dir: str | Path, readme: str | Path = "README.md",
-                  comparisons: pd.DataFrame | None = None, notes: str = "") -> bool:
-    """Write the summary table, the findings and the key figure between the README's results markers.
+def headline_table(summary_all: pd.DataFrame) -> str:
+    """README's one table: every method as it is, plus zero-shot with centring (the training-free correction).
 
+    Columns: mean ± sd over seeds of the three mAPs and the rank distance; the language information as the
+    probe on centred embeddings and the translation margin (the raw probe is saturated, see ``summary.md``).
+    """
+    plain = summary_all[summary_all["postprocess"] == "none"]
+    centred = summary_all[(summary_all["postprocess"] == "center") & (summary_all["method"] == "zero-shot")].copy()
+    centred["method"] = "zero-shot + centring"
+    table = pd.concat([plain, centred], ignore_index=True)
+    rows = [{"method": row.method, "seeds": int(row.n_seeds),
+             "mono mAP": _mean_sd(row.mono_map, row.mono_map_sd, 3),
+             "cross mAP": _mean_sd(row.cross_map, row.cross_map_sd, 3),
+             "multilingual mAP": _mean_sd(row.multilingual_map, row.multilingual_map_sd, 3),
+             "rank distance": _mean_sd(row.language_bias, row.language_bias_sd, 0),
+             "centred probe": "n/a" if not math.isfinite(row.probe_accuracy_centered) else f"{row.probe_accuracy_centered:.3f}",
+             "translation margin": "n/a" if not math.isfinite(row.translation_margin) else f"{row.translation_margin:.3f}"}
+            for row in table.itertuples(index=False)]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def write_comparisons_report(comparisons: pd.DataFrame, results_dir: str | Path, notes: str = "") -> Path:
+    """``comparisons.md``: every paired comparison in words (README shows only the findings), then ``notes``."""
+    from .stats import describe_comparisons
+
+    path = Path(results_dir) / "comparisons.md"
+    path.write_text("# Paired comparisons\n\nGenerated by `python -m hybrid_utils reproduce --study`; do not edit by "
+                    "hand. a − b, 95 % interval of a two-level bootstrap (training seeds, then questions), macro over "
+                    "query languages; a method is called better only when the interval excludes 0 and the Holm-"
+                    "corrected p (over the whole table) is below 0.05.\n\n" + describe_comparisons(comparisons)
+                    + ("\n\n" + notes if notes else "") + "\n")
+    return path
+
+
+def update_readme(summary_all: pd.DataFrame, results_dir: str | Path, findings: list[str], readme: str | Path = "README.md",
+                  intro: str = "") -> bool:
+    """Write the headline table, the findings and the key figure between the README's results markers.
+
+    The block stays short (a front door): every paired comparison is in ``comparisons.md``.
     Returns False (and changes nothing) when the README or its markers are missing.
     """
     readme = Path(readme)
@@ -240,11 +276,8 @@ def update_readme(summary: pd.DataFrame, results_dir: str | Path, readme: str | 
         return False
     figures = sorted((Path(results_dir) / "figures").glob("*xquad-r_overview.png")) or sorted(
         (Path(results_dir) / "figures").glob("*_overview.png"))
-    block = [README_START, "",
-             "Generated by `python -m hybrid_utils reproduce` (profile `cpu`); do not edit by hand.", "",
-             summary_markdown(summary), "", describe_findings(summary, comparisons), ""]
-    if notes:
-        block += [notes, ""]
+    block = [README_START, "", "Generated by `python -m hybrid_utils reproduce --study` (profile `cpu`); do not edit by hand.",
+             *([intro] if intro else []), "", headline_table(summary_all), "", "**What we found**", "", *findings, ""]
     if figures:
         block += [f"![mAP per setting and method]({figures[0].as_posix()})", ""]
     block.append(README_END)

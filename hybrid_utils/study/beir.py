@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .data import LANGUAGE_NAMES, load_lareqa
+from ..data import LANGUAGE_NAMES, load_lareqa
 
 __all__ = ["ISO_LANGUAGES", "BEIRFolderError", "export_beir", "read_beir", "beir_task", "exact_search_metrics"]
 
@@ -214,8 +214,8 @@ def exact_search_metrics(model, folder, split: str = "test", batch_size: int = 6
     import ir_measures
     from ir_measures import RR, R, nDCG
 
-    from .encoder import encode_texts
-    from .search import SearchIndex
+    from ..encoder import encode_texts
+    from ..search import SearchIndex
 
     corpus, queries, qrels = read_beir(folder, split)
     passages = [(row["title"] + " " + row["text"]).strip() for row in corpus]

@@ -1,6 +1,6 @@
 """Tables, comparisons, figures and README block of a study, from its saved evaluations.
 
-:func:`tabulate_study` is the last stage of :func:`hybrid_utils.reproduce.reproduce`;
+:func:`tabulate_study` is the last stage of :func:`hybrid_utils.study.reproduce.reproduce`;
 :func:`retabulate` runs it alone on the evaluations already under ``results/`` (no training, no
 encoding), e.g. after the statistics changed: ``python -m hybrid_utils reproduce --study --tabulate-only``.
 """
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import PROTOCOLS
-from .evaluation import RECALL_CUTOFFS
-from .profiles import Profile, get_profile
+from ..config import PROTOCOLS
+from ..metrics import RECALL_CUTOFFS
+from ..profiles import Profile, get_profile
+from .findings import study_findings, study_intro
 from .report import (LANGUAGE_INFO_COLUMNS, SEED_COLUMNS, centering_effect, describe_centering, summarize_seeds,
-                     update_readme, write_summary)
-from .results import load_seed_results, model_slug
+                     update_readme, write_comparisons_report, write_summary)
+from ..results import load_seed_results, model_slug
 from .timing import StageTimer
 
 __all__ = ["tabulate_study", "retabulate", "seed_rows", "add_postprocessed", "comparison_pairs"]
@@ -42,18 +43,19 @@ def tabulate_study(profile: Profile, rows: list[dict], results: dict, sweep: pd.
     comparisons.to_csv(results_dir / "comparisons.csv", index=False)
     timer.add("summary and comparisons", time.perf_counter() - start)
     start = time.perf_counter()
-    from .plots import save_study_figures
+    from ..plots import save_study_figures
     save_study_figures(results_dir, summary)
     timer.add("figures", time.perf_counter() - start)
+    effect = centering_effect(summary_all)
+    notes = [sweep_note(sweep, profile) if sweep is not None else "",
+             ("Training-free centring of each language's embeddings (`hybrid_utils.postprocess`, rows "
+              "`postprocess == center` of `summary.csv`; paired tests `<method> + center` in `comparisons.csv`):\n"
+              + describe_centering(effect)) if len(effect) else "",
+             language_weights_note(results_dir)]
+    write_comparisons_report(comparisons, results_dir, notes="\n\n".join(note for note in notes if note))
     if profile.name == "cpu" and results_dir.resolve() == (Path.cwd() / "results").resolve():
-        effect = centering_effect(summary_all)
-        notes = [sweep_note(sweep, profile) if sweep is not None else "",
-                 ("Training-free centring of each language's embeddings (`hybrid_utils.postprocess`, rows "
-                  "`postprocess == center` of `summary.csv`; paired tests `<method> + center` in `comparisons.csv`):\n"
-                  + describe_centering(effect)) if len(effect) else "",
-                 language_weights_note(results_dir)]
-        update_readme(summary, profile.results_dir, comparisons=comparisons,
-                      notes="\n\n".join(note for note in notes if note))
+        update_readme(summary_all, profile.results_dir, study_findings(profile, summary_all, comparisons, sweep),
+                      intro=study_intro(profile))
     return summary
 
 
@@ -133,7 +135,7 @@ def language_weights_note(results_dir: Path) -> str:
 
 def sweep_note(sweep: pd.DataFrame, profile: Profile) -> str:
     """The sweep in words for the README; the discriminator's chance level is 1 / languages of the training set."""
-    from .data import load_lareqa
+    from ..data import load_lareqa
     from .report import describe_sweep
 
     return describe_sweep(sweep, chance=1.0 / len(load_lareqa(profile.sweep_train_on).languages))

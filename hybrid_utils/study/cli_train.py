@@ -1,26 +1,27 @@
 """The ``train`` command line: options, their :class:`~hybrid_utils.config.TrainConfig`, and running it.
 
-Used by ``python -m hybrid_utils train`` and ``python -m hybrid_utils.training``. Every
+Used by ``python -m hybrid_utils train`` and ``python -m hybrid_utils.study.cli_train``. Every
 default comes from :class:`~hybrid_utils.config.TrainConfig`, so from the ``cpu`` profile.
 The same entry point runs under ``torchrun`` / ``accelerate launch`` (see
 ``docs/distributed.md``)::
 
-    python -m hybrid_utils.training --method hybrid --train-on mlqa-r --output runs/hybrid-mlqa-r
+    python -m hybrid_utils.study.cli_train --method hybrid --train-on mlqa-r --output runs/hybrid-mlqa-r
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
-from .config import METHOD_NAMES, PAPER_BATCH_SIZE, PAPER_LEARNING_RATE, TRAINABLE, ZERO_SHOT, TrainConfig
-from .runs import _is_main_process, load_train_log
+from ..config import METHOD_NAMES, PAPER_BATCH_SIZE, PAPER_LEARNING_RATE, TRAINABLE, ZERO_SHOT, TrainConfig
+from ..runs import _is_main_process, load_train_log
 
 __all__ = ["add_train_arguments", "config_from_args", "run_train_command", "main"]
 
 
 def _defaults_text(train_on: str) -> str:
-    from .profiles import PROFILES
+    from ..profiles import PROFILES
 
     v = PROFILES["cpu"].training_defaults(train_on)
     return f"{v['steps']} steps, lr {v['learning_rate']:g}, scale {v['scale']:g}, top {v['num_trainable_layers']} layers"
@@ -124,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train_command(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed :func:`add_train_arguments` options; returns an exit code."""
-    from .training import train  # training imports this module (its ``main``)
+    from ..training import train
 
     config = config_from_args(args)
     path = train(config)
@@ -139,9 +140,12 @@ def run_train_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hybrid_utils.training",
+        prog="python -m hybrid_utils.study.cli_train",
         description="Fine-tune a multilingual retriever with monolingual, cross-lingual, hybrid or adversarial "
                     "batches (also under torchrun / accelerate launch).")
     add_train_arguments(parser)
     return run_train_command(parser.parse_args(argv))
 
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ section uniformly. :class:`~hybrid_utils.samplers.HybridBatchSampler` does eithe
 (``language_weights="size"`` or ``"uniform"``, see :mod:`hybrid_utils.batch_groups`).
 :func:`language_weights_study` trains the hybrid method with both, on both zero-shot protocols
 and the study's seeds, evaluates on the full pools and compares them with the study's paired
-test over seeds and questions, Holm-corrected (:func:`hybrid_utils.stats.compare_methods`).
+test over seeds and questions, Holm-corrected (:func:`hybrid_utils.study.stats.compare_methods`).
 
 The runs with the profile's own weighting (``size``) *are* the study's hybrid runs and are reused.
 So is a run whose training set gives both weightings the same batches: when every language (pair)
@@ -27,10 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .batch_groups import LANGUAGE_WEIGHTS, batches_per_epoch, check_language_weights
-from .profiles import Profile, get_profile
-from .reproduce import Evaluator, StageTimer, ensure_run, model_slug, result_path, run_dir, train_config
-from .results import result_name
+from ..batch_groups import LANGUAGE_WEIGHTS, batches_per_epoch, check_language_weights
+from ..profiles import Profile, get_profile
+from ..experiments import Evaluator, ensure_run, result_path, run_dir, train_config
+from .timing import StageTimer
+from ..results import model_slug
+from ..results import result_name
 
 __all__ = ["LANGUAGE_WEIGHTS_COLUMNS", "weights_are_equivalent", "language_weights_run", "language_weights_study",
            "language_weights_results", "summarize_language_weights", "describe_language_weights",
@@ -49,7 +51,7 @@ def weights_are_equivalent(pairs, batch_size: int, alpha: float) -> bool:
     contributes to an epoch (:func:`hybrid_utils.batch_groups.batches_per_epoch`); with equal quotas
     the sampler's draws are identical for every seed.
     """
-    from .samplers import HybridBatchSampler
+    from ..samplers import HybridBatchSampler
 
     sampler = HybridBatchSampler(pairs, batch_size, alpha=alpha, seed=0)
     return batches_per_epoch(sampler.groups, "size") == batches_per_epoch(sampler.groups, "uniform")
@@ -62,7 +64,7 @@ def language_weights_run(profile: Profile, weights: str, train_on: str, model: s
     The profile's own weighting, or any weighting when ``equivalent`` (:func:`weights_are_equivalent`
     on the run's training pairs), is the study's hybrid run.
     """
-    from .config import PROTOCOLS
+    from ..config import PROTOCOLS
 
     weights = check_language_weights(weights)
     model = model or profile.models[0]
@@ -86,19 +88,19 @@ def language_weights_study(profile: Profile | str | None = None, seeds=None, tra
         seeds: training seeds (default: the profile's ``study_seeds``, the seeds of its hybrid runs).
         train_sets: only the protocols training on these sets (default: the profile's protocols).
         model: the base model (default: the profile's first).
-        evaluate: an :class:`~hybrid_utils.reproduce.Evaluator` to share (its caches) with a study.
-        timer: a :class:`~hybrid_utils.reproduce.StageTimer` to add the seconds to.
+        evaluate: an :class:`~hybrid_utils.experiments.Evaluator` to share (its caches) with a study.
+        timer: a :class:`~hybrid_utils.study.reproduce.StageTimer` to add the seconds to.
         log: where progress lines go.
         write: write ``language_weights.csv`` and ``language_weights_comparisons.csv`` to the
             profile's results folder.
 
     Returns:
         ``(table, comparisons)``: one row per (protocol, weighting, seed) with
-        :data:`LANGUAGE_WEIGHTS_COLUMNS`, and :func:`hybrid_utils.stats.compare_methods` of
+        :data:`LANGUAGE_WEIGHTS_COLUMNS`, and :func:`hybrid_utils.study.stats.compare_methods` of
         ``hybrid (uniform)`` against ``hybrid (size)`` per evaluation set.
     """
     from .stats import compare_methods
-    from .training import prepare_training_pairs
+    from ..data import prepare_training_pairs
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     model = model or profile.models[0]
@@ -198,7 +200,7 @@ def plot_language_weights(comparisons: pd.DataFrame, metrics=("mono_map", "multi
     grey band ± seed spread), from :func:`hybrid_utils.plots.plot_comparisons`. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .plots import plot_comparisons
+    from ..plots import plot_comparisons
 
     eval_sets = list(dict.fromkeys(comparisons["eval_on"]))
     if not eval_sets:

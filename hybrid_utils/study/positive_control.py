@@ -9,7 +9,7 @@ nothing for hybrid batches to repair.
 
 :func:`run_positive_control` trains monolingual and cross-lingual batches (and optionally the other
 methods) in each of a few :data:`SETTINGS`, at least two seeds each, and measures them on held-out
-questions of the *training* set (the validation split of :mod:`hybrid_utils.tuning`, grouped by
+questions of the *training* set (the validation split of :mod:`hybrid_utils.study.tuning`, grouped by
 paragraph), never on an evaluation set. :func:`trade_off` tells, per setting, whether monolingual
 batches beat cross-lingual ones on monolingual mAP by at least ``3 x`` the seed sd: the criterion the
 study uses before it compares methods in that setting.
@@ -67,7 +67,7 @@ def run_positive_control(settings: Sequence[str] | None = None, methods: Sequenc
     Returns:
         every row of ``output`` (one per setting, method, seed and validated step).
     """
-    from .config import TrainConfig
+    from ..config import TrainConfig
     from .tuning import train_and_validate
 
     log = log or (lambda *args, **kwargs: None)

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .profiles import Profile
+from ..profiles import Profile
 
 __all__ = ["StageTimer", "write_timing"]
 
@@ -46,7 +46,7 @@ def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study
     """
     import torch
 
-    from .encoder import native_bf16
+    from ..encoder import native_bf16
 
     path = Path(results_dir) / "timing.json"
     try:

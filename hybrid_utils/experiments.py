@@ -1,0 +1,241 @@
+"""One experiment of the study: a training run and its evaluations, kept in the profile's folders.
+
+Each is made now unless it is already there, so the chapters reuse the study's runs (``python -m hybrid_utils
+reproduce``) and the study reuses the chapters'. The layout:
+
+* a training run: ``<runs_dir>/<model>/<method>-<train_on>-seed<k>`` (:func:`run_dir`), finished when it holds
+  ``train_config.json`` and a model (:func:`is_finished_run`); the lambda sweep's runs are in ``lambda-sweep/``
+  below the model (:func:`sweep_dir`);
+* an evaluation: ``<results_dir>/<model>/<method>/<eval_on>[-seed<k>].json`` (:func:`result_path`,
+  read back by :mod:`hybrid_utils.results`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .config import ZERO_SHOT
+from .profiles import Profile, get_profile
+from .results import model_slug, result_name
+
+
+def run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int | None = None) -> Path:
+    """``<runs_dir>/<model>/<method>-<train_on>-seed<k>`` (default seed: the profile's first)."""
+    seed = profile.seeds[0] if seed is None else int(seed)
+    return Path(profile.runs_dir) / model_slug(model) / f"{method}-{train_on}-seed{seed}"
+
+
+def result_path(profile: Profile, model: str, method: str, eval_on: str, seed: int | None = None) -> Path:
+    """``<results_dir>/<model>/<method>/<eval_on>[-seed<k>].json`` (zero-shot has no seed)."""
+    if method != ZERO_SHOT and seed is None:
+        seed = profile.seeds[0]
+    return Path(profile.results_dir) / model_slug(model) / method / result_name(eval_on, None if method == ZERO_SHOT
+                                                                                 else seed)
+
+
+def is_finished_run(path: Path) -> bool:
+    return (path / "train_config.json").exists() and (path / "modules.json").exists()
+
+
+class Evaluator:
+    """Evaluates models of one profile; with the CPU default it reuses the frozen layers' work.
+
+    Every model fine-tuned with ``trainable="cpu-default"`` keeps the base model's embeddings
+    and lower layers, so a :class:`~hybrid_utils.plumbing.prefix_cache.FrozenPrefixCache` per base
+    model computes them once, and each model only runs its top layers.
+    """
+
+    def __init__(self, profile: Profile, log=print):
+        self.profile, self.log = profile, log
+        self._datasets: dict = {}
+        self._caches: dict = {}
+
+    def dataset(self, name: str):
+        """The evaluation set ``name`` with the profile's languages and question limit (loaded once)."""
+        from .data import load_lareqa
+
+        if name not in self._datasets:
+            self._datasets[name] = load_lareqa(name, languages=self.profile.eval_languages,
+                                               limit_questions=self.profile.limit_questions)
+        return self._datasets[name]
+
+    def _cache(self, base_model: str):
+        from .encoder import load_encoder
+        from .plumbing.prefix_cache import FrozenPrefixCache
+
+        if self.profile.trainable != "cpu-default" or self.profile.int8_eval:
+            return None
+        if base_model not in self._caches:
+            base = load_encoder(base_model)
+            total = base[0].auto_model.config.num_hidden_layers
+            self._caches[base_model] = FrozenPrefixCache(base, total - self.profile.num_trainable_layers,
+                                                         precision=self.profile.precision)
+        return self._caches[base_model]
+
+    def evaluate(self, model_path: str, dataset, model_name: str, base_model: str | None = None,
+                 show_progress_bar: bool = True) -> dict:
+        """``evaluate_lareqa`` of the model at ``model_path`` (a run folder or model name) on ``dataset``.
+
+        With ``"center"`` among the profile's ``postprocess``, the result also holds the metrics of the
+        language-centred embeddings under ``result["postprocess"]["center"]`` (:mod:`hybrid_utils.postprocess`).
+        """
+        from .encoder import encode_texts, load_encoder
+        from .evaluation import evaluate_lareqa
+
+        encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
+        cache = self._cache(base_model or self.profile.models[0])
+        if cache is not None:
+            def encode(texts, prompt_name, progress=show_progress_bar):
+                return cache.encode(encoder, texts, prompt_name, progress)
+        else:
+            def encode(texts, prompt_name, progress=show_progress_bar):
+                return encode_texts(encoder, list(texts), prompt_name, show_progress_bar=progress,
+                                    precision=self.profile.precision)
+        start = time.perf_counter()
+        embeddings = (encode(dataset.questions["text"], "query"), encode(dataset.candidates["sentence"], "passage"))
+        seconds_encoding = time.perf_counter() - start
+        result = evaluate_lareqa(encoder, dataset, model_name=model_name, embeddings=embeddings,
+                                 precision=self.profile.precision, show_progress_bar=show_progress_bar)
+        result["seconds_encoding"] = round(seconds_encoding, 3)
+        result["precision"] = cache.precision if cache is not None else self.profile.precision
+        if cache is not None:
+            result["encoding"] = (f"lower {cache.num_frozen_layers} layers computed once per text "
+                                  f"(FrozenPrefixCache), top layers by this model")
+        if "center" in self.profile.postprocess:
+            from .postprocess import centered_evaluation, centering_means
+
+            start = time.perf_counter()
+            means = centering_means(lambda texts, side: encode(texts, side, False), dataset,
+                                    self.training_set_of(dataset), sample=self.profile.center_sample)
+            result["postprocess"] = {"center": centered_evaluation(*embeddings, dataset, means)}
+            result["seconds_postprocess"] = round(time.perf_counter() - start, 3)
+        return result
+
+    def missing_metrics(self, result: dict) -> list[str]:
+        """Metrics this evaluator writes that ``result`` (written by older code) does not have."""
+        missing = [key for key in ("recall_at_1", "recall_at_10") if key not in result]
+        missing += [f"postprocess {name}" for name in self.profile.postprocess
+                    if name not in (result.get("postprocess") or {})]
+        return missing
+
+    def training_set_of(self, dataset):
+        """The training set of the protocol that evaluates on ``dataset`` (None for a custom data set)."""
+        from .config import PROTOCOLS
+        from .data import load_lareqa
+
+        train_on = next((t for t, e in PROTOCOLS.items() if e == getattr(dataset, "name", None)), None)
+        if train_on is None:
+            return None
+        key = ("train", train_on)
+        if key not in self._datasets:
+            self._datasets[key] = load_lareqa(train_on)
+        return self._datasets[key]
+
+    def __call__(self, model_path: str, base_model: str, eval_on: str, out: Path, model_name: str,
+                 refresh: bool = False) -> dict:
+        """Evaluate on the full evaluation set ``eval_on`` and save to ``out``, unless ``out`` is up to date.
+
+        ``refresh``: also evaluate again when ``out`` lacks a metric added since it was written
+        (:meth:`missing_metrics`); the model is not retrained.
+        """
+        from .results import save_result
+
+        trained = Path(model_path) / "train_config.json"
+        if out.exists() and (not trained.exists() or out.stat().st_mtime >= trained.stat().st_mtime):
+            saved = json.loads(out.read_text())
+            missing = self.missing_metrics(saved)
+            if not (refresh and missing):
+                self.log(f"  [skip] {out} exists" + (f" (without {', '.join(missing)})" if missing else ""))
+                return saved
+            self.log(f"  {out} has no {', '.join(missing)}: evaluating again")
+        result = self.evaluate(model_path, self.dataset(eval_on), model_name, base_model)
+        save_result(result, out)
+        self.log(f"  mAP mono {result['mono_map']:.3f}  cross {result['cross_map']:.3f}  "
+                 f"multi {result['multilingual_map']:.3f}  bias {result['language_bias']:.1f}  -> {out}")
+        return result
+
+
+def train_config(profile: Profile, method: str, train_on: str, model: str | None = None, seed: int | None = None,
+                 **overrides):
+    """The :class:`~hybrid_utils.config.TrainConfig` of one run of the study (``overrides`` win)."""
+    from .config import PROTOCOLS, TrainConfig
+
+    model = model or profile.models[0]
+    seed = profile.seeds[0] if seed is None else int(seed)
+    settings = dict(method=method, train_on=train_on, model=model, seed=seed, lambda_max=profile.lambda_max,
+                    output_dir=str(run_dir(profile, model, method, train_on, seed)), alpha=profile.alpha,
+                    language_weights=profile.language_weights,
+                    batch_size=profile.batch_size, trainable=profile.trainable,
+                    max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
+                    **profile.training_defaults(train_on, method),
+                    eval_holdout=profile.eval_holdout,
+                    exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def ensure_run(profile: Profile | str | None, method: str, train_on: str, model: str | None = None, log=print,
+               seed: int | None = None, **overrides) -> Path:
+    """The folder of a finished training run of the study: trained now unless it is already there.
+
+    Notebooks call this too, so they reuse the runs of ``reproduce`` (and vice versa).
+    """
+    from .training import train
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    config = train_config(profile, method, train_on, model, seed=seed, **overrides)
+    out_dir = Path(config.output_dir)
+    if is_finished_run(out_dir):
+        changed = changed_settings(out_dir, config)
+        if not changed:
+            log(f"  [skip] {out_dir} is a finished run")
+            return out_dir
+        log(f"  {out_dir} was trained with other settings ({', '.join(changed)}): training it again")
+        config.resume = False
+    return Path(train(config, log=log))
+
+
+_RUN_DEFINING = ("method", "train_on", "model", "alpha", "language_weights", "batch_size", "steps", "learning_rate", "scale", "trainable",
+                 "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule",
+                 "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start", "adversary",
+                 "reinit_top_layers")
+
+
+def changed_settings(run: Path, config) -> list[str]:
+    """The settings that define a run and differ between its saved ``train_config.json`` and ``config``."""
+    try:
+        saved = json.loads((run / "train_config.json").read_text())
+    except (OSError, ValueError):
+        return ["unreadable train_config.json"]
+    saved = saved.get("config", saved)
+    wanted = config.to_dict()
+    return [key for key in _RUN_DEFINING if key in saved and saved[key] != wanted.get(key)]
+
+
+def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed: int | None = None,
+                  model: str | None = None, evaluator: "Evaluator | None" = None, log=print) -> dict:
+    """The evaluation of one model of the study on ``eval_on``: read from its JSON, else trained and evaluated now.
+
+    Uses the same folders, file names and model names as :func:`reproduce`.
+    """
+    from .config import PROTOCOLS
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    model = model or profile.models[0]
+    evaluator = evaluator or Evaluator(profile, log)
+    if method == ZERO_SHOT:
+        return evaluator(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
+                         model_name=model_slug(model))
+    train_on = next(t for t, e in PROTOCOLS.items() if e == eval_on)
+    seed = profile.seeds[0] if seed is None else seed
+    folder = ensure_run(profile, method, train_on, model, log=log, seed=seed)
+    return evaluator(str(folder), model, eval_on, result_path(profile, model, method, eval_on, seed),
+                     model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
+
+
+def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:
+    """The run folder of the lambda sweep at ``lambda_max``; the study's adversarial runs are those at the chosen value."""
+    return (Path(profile.runs_dir) / model_slug(model) / "lambda-sweep"
+            / f"adversarial-{profile.sweep_train_on}-lambda{lambda_max:g}-seed{seed}")

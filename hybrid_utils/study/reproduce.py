@@ -1,0 +1,192 @@
+"""The whole study in one call: train every method on both protocols, evaluate, compare, tabulate, plot.
+
+``python -m hybrid_utils reproduce`` runs, for each model of the profile and each
+zero-shot protocol (train on MLQA-R → evaluate on XQuAD-R, and the reverse):
+
+1. the untrained model (``zero-shot``) on the evaluation set,
+2. each method (``monolingual``, ``cross-lingual``, ``hybrid``, ``adversarial``,
+   ``hybrid-adversarial``) for each seed: fine-tune on the training set, evaluate on the
+   full pools of the evaluation set,
+
+then writes into the profile's results folder: the JSON of every evaluation,
+``seed_results.csv`` (one row per model and seed), ``summary.csv`` / ``summary.md`` (mean and
+sd over seeds), ``comparisons.csv`` (paired intervals over questions,
+:func:`hybrid_utils.study.stats.compare_methods`), ``timing.json`` (seconds per stage) and the figures.
+
+``reproduce --study`` is the committed study: every seed of ``profile.study_seeds`` and the
+adversarial lambda sweep (``adversarial_sweep.csv``). The default (one seed) is the quick look.
+It is resumable: a finished training run (its folder holds ``train_config.json`` and a model)
+or evaluation (its JSON exists) is skipped, so an interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import ZERO_SHOT
+from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir
+from ..profiles import Profile, get_profile
+from ..results import model_slug, result_name
+from .report import SWEEP_COLUMNS
+from .timing import StageTimer, write_timing
+
+
+def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
+              train_sets=None, refresh=(), log=print, max_hours: float | None = None,
+              language_weights: bool = False) -> pd.DataFrame:
+    """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
+
+    Args:
+        profile: a :class:`~hybrid_utils.profiles.Profile` or its name (default: from the environment).
+        methods: restrict to these methods (default: the profile's).
+        models: restrict to these models (default: the profile's).
+        study: the committed study: every seed of ``profile.study_seeds`` and the adversarial
+            lambda sweep; otherwise one seed per method (``profile.seeds``).
+        train_sets: only the protocols that train on these sets (default: all). Two processes
+            can run disjoint protocols side by side (e.g. one thread each on a 2-core machine);
+            the lambda sweep runs with the protocol of ``profile.sweep_train_on``. The tables
+            then cover the protocols run so far; a last run without ``train_sets`` tabulates all.
+        refresh: methods (``zero-shot`` included) whose stored evaluations are redone when they lack
+            a metric added since they were written (Recall@k, the centred embeddings); runs are not retrained.
+        language_weights: also train hybrid with uniform languages and compare it with the
+            size-proportional hybrid runs (:func:`hybrid_utils.study.language_weighting.language_weights_study`,
+            same seeds and protocols; ``language_weights.csv``, ``language_weights_comparisons.csv``).
+        log: where progress lines go.
+        max_hours: a time budget (default: ``profile.max_hours``); with one, the time of the plan is
+            estimated from measured steps before training and the call stops with
+            :class:`hybrid_utils.study.plan.BudgetExceededError` when over budget (:func:`hybrid_utils.study.plan.check_budget`).
+    """
+    from ..config import METHODS
+    from .tabulate import add_postprocessed, seed_rows, tabulate_study
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    methods = list(methods or profile.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}")
+    seeds = tuple(profile.study_seeds if study else profile.seeds)
+    protocols = [(t, e) for t, e in profile.protocols if not train_sets or t in train_sets]
+    if not protocols:
+        raise ValueError(f"no protocol trains on {list(train_sets)}: choose from {[t for t, _ in profile.protocols]}")
+    from .plan import check_budget
+    check_budget(profile, methods, models, study, train_sets, max_hours, log)  # may stop here, before any training
+    started = time.time()
+    timer = StageTimer()
+    evaluate = Evaluator(profile, log)
+    rows, results = [], {}
+    run_sweep = study and any(t == profile.sweep_train_on for t, _ in protocols) and "adversarial" in methods
+    if run_sweep:  # lambda is chosen on held-out training questions before the study's adversarial runs are used
+        profile = _choose_lambda_first(profile, evaluate, timer, log)
+    for model in models or profile.models:
+        for train_on, eval_on in protocols:
+            log(f"== {model_slug(model)}: zero-shot on {eval_on}")
+            start = time.perf_counter()
+            result = evaluate(model, model, eval_on, result_path(profile, model, ZERO_SHOT, eval_on),
+                              model_name=model_slug(model), refresh=ZERO_SHOT in refresh)
+            timer.add(f"evaluate zero-shot on {eval_on}", time.perf_counter() - start)
+            rows += seed_rows(model, ZERO_SHOT, "-", eval_on, None, result)
+            results.setdefault((ZERO_SHOT, eval_on), []).append(result)  # only compared with its own post-processing
+            add_postprocessed(results, ZERO_SHOT, eval_on, result)
+            for method in methods:
+                for seed in seeds:
+                    out_dir = study_run_dir(profile, model, method, train_on, seed, study)
+                    log(f"== {model_slug(model)}: {method} (seed {seed}), train on {train_on} -> evaluate on {eval_on}")
+                    start = time.perf_counter()
+                    ensure_run(profile, method, train_on, model, log=log, seed=seed, output_dir=str(out_dir))
+                    timer.add(f"train {method} on {train_on}", time.perf_counter() - start, seed)
+                    start = time.perf_counter()
+                    result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on, seed),
+                                      model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})",
+                                      refresh=method in refresh)
+                    timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
+                    rows += seed_rows(model, method, train_on, eval_on, seed, result)
+                    results.setdefault((method, eval_on), []).append(result)
+                    add_postprocessed(results, method, eval_on, result)
+    sweep = (lambda_sweep(profile, evaluate, timer, log=log, eval_seeds=profile.sweep_seeds[:1]) if run_sweep
+             else None)  # the exploration on the evaluation set, one seed per lambda (labelled so in the report)
+    if sweep is None and study and (Path(profile.results_dir) / "adversarial_sweep.csv").exists():
+        sweep = pd.read_csv(Path(profile.results_dir) / "adversarial_sweep.csv")
+    if language_weights:
+        from .language_weighting import language_weights_study
+        language_weights_study(profile, seeds=seeds, train_sets=train_sets, evaluate=evaluate, timer=timer, log=log)
+
+    summary = tabulate_study(profile, rows, results, sweep, timer)
+    write_timing(timer, Path(profile.results_dir), profile, study, seeds, protocols, started)
+    log("\nTime per stage\n" + timer.table())
+    return summary
+
+
+def _choose_lambda_first(profile: Profile, evaluate: "Evaluator", timer: "StageTimer", log=print) -> Profile:
+    """Run the lambda sweep on held-out training questions and return ``profile`` at the chosen ``lambda_max``."""
+    from .tuning import choose_lambda
+
+    chosen = choose_lambda(lambda_sweep(profile, evaluate, timer, log=log, eval_set=False))
+    if chosen["lambda_max"] != profile.lambda_max:
+        log(f"  the sweep chose lambda_max {chosen['lambda_max']:g}, the profile says {profile.lambda_max:g}: the study "
+            f"uses the sweep's choice (set it in profiles.py so that the default reproduce trains it too)")
+    else:
+        log(f"  the sweep chose lambda_max {chosen['lambda_max']:g} (validation score {chosen['val_score']:.4f})")
+    return replace(profile, lambda_max=chosen["lambda_max"])
+
+
+def study_run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int, study: bool) -> Path:
+    """Where :func:`reproduce` trains ``method``: in the study, the adversarial runs of the sweep's protocol are the
+    sweep's runs at the chosen ``lambda_max`` (trained once, not again)."""
+    if study and method == "adversarial" and train_on == profile.sweep_train_on and profile.lambda_max in profile.lambda_sweep:
+        return sweep_dir(profile, model, profile.lambda_max, seed)
+    return run_dir(profile, model, method, train_on, seed)
+
+
+def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "StageTimer | None" = None,
+                 lambdas=None, seeds=None, log=print, eval_set: bool = True, eval_seeds=None) -> pd.DataFrame:
+    """The adversarial method at each ``lambda_max`` and seed; writes ``adversarial_sweep.csv``.
+
+    Every run is measured on held-out questions of its *training* set (``val_*`` columns, by
+    :func:`hybrid_utils.study.tuning.validate_run`: mAPs, a freshly trained language probe on raw and centred
+    embeddings, the translation margin): that is where lambda is chosen (:func:`hybrid_utils.study.tuning.choose_lambda`).
+    ``discriminator_accuracy`` is the discriminator's own accuracy on held-out texts of every language over
+    the last tenth of training (chance: 1 / languages). With ``eval_set`` the runs are also evaluated on the
+    full evaluation pool (the other columns): an exploration, never used to choose; ``eval_seeds`` limits it to
+    those seeds (the study explores one seed: the chosen value's other seeds are the study's adversarial runs).
+    The runs at the profile's own ``lambda_max`` are the study's adversarial runs (:func:`study_run_dir`).
+    """
+    from ..config import PROTOCOLS
+    from ..runs import load_train_log
+    from .tuning import validation_row
+
+    evaluate = evaluate or Evaluator(profile, log)
+    timer = timer or StageTimer()
+    model, train_on = profile.models[0], profile.sweep_train_on
+    eval_on = PROTOCOLS[train_on]
+    rows = []
+    for seed in seeds or profile.sweep_seeds:
+        for value in lambdas or profile.lambda_sweep:
+            value = float(value)
+            folder = sweep_dir(profile, model, value, seed)
+            log(f"== lambda sweep: lambda_max {value:g} (seed {seed})")
+            start = time.perf_counter()
+            ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
+                       output_dir=str(folder))
+            row = {"lambda_max": value, "seed": seed, **validation_row(folder)}
+            timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
+            if eval_set and (eval_seeds is None or seed in eval_seeds):
+                start = time.perf_counter()
+                out = (result_path(profile, model, "adversarial", eval_on, seed) if value == profile.lambda_max else
+                       Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / f"lambda{value:g}"
+                       / result_name(eval_on, seed))
+                result = evaluate(str(folder), model, eval_on, out,
+                                  model_name=f"{model_slug(model)} + adversarial lambda_max {value:g} (seed {seed})")
+                timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
+                row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map", "multilingual_map",
+                                                       "language_bias")})
+            tail = load_train_log(folder).get("discriminator_heldout_accuracy", pd.Series(dtype=float)).dropna()
+            row["discriminator_accuracy"] = float(tail.iloc[-max(1, len(tail) // 10):].mean()) if len(tail) else None
+            rows.append(row)
+            sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
+            Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
+            sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
+    return sweep
