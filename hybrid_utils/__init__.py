@@ -3,12 +3,16 @@
 The chapters grow it in the order of the book, and each name below is defined (and documented) in the
 module named next to it:
 
-* data (chapter 1): :mod:`~hybrid_utils.data` reads XQuAD-R and MLQA-R in the LAReQA format;
+* data (chapter 1): :mod:`~hybrid_utils.data` reads XQuAD-R and MLQA-R in the LAReQA format, and
+  :mod:`~hybrid_utils.pairs` builds the training pairs;
 * batches (chapter 2): :mod:`~hybrid_utils.samplers` builds monolingual, cross-lingual and hybrid batches;
 * encoder and training (chapter 3): :mod:`~hybrid_utils.encoder`, :mod:`~hybrid_utils.config`,
   :mod:`~hybrid_utils.training`, and :mod:`~hybrid_utils.experiments`, which reuses the study's runs;
-* the adversarial baseline (chapter 4): :mod:`~hybrid_utils.adversarial`;
-* evaluation (chapter 5): :mod:`~hybrid_utils.evaluation` (LAReQA's mAP, Recall@k, language bias and the probe);
+* the losses (chapters 3, 4): :mod:`~hybrid_utils.losses` (contrastive; adversarial, whose pieces are in
+  :mod:`~hybrid_utils.adversarial`), and which parameters train: :mod:`~hybrid_utils.trainable`;
+* evaluation (chapter 5): the metrics as pure functions of ranks in :mod:`~hybrid_utils.metrics`, composed by
+  :mod:`~hybrid_utils.evaluation` (LAReQA's mAP, Recall@k, language bias, and the probe of
+  :mod:`~hybrid_utils.language_information`); result files in :mod:`~hybrid_utils.results`;
 * search and exploration (chapters 6, 7): :mod:`~hybrid_utils.search`, :mod:`~hybrid_utils.maps`,
   :mod:`~hybrid_utils.widgets`; figures in :mod:`~hybrid_utils.plots`; notebook set-up in :mod:`~hybrid_utils.notebook`.
 
@@ -33,24 +37,25 @@ __version__ = "0.1.0"
 #: ``python -m hybrid_utils --help`` and a chapter that only reads data should not pay for.
 API = {
     # data (chapter 1)
-    "LAReQADataset": "data", "LANGUAGE_NAMES": "data", "load_lareqa": "data", "build_training_pairs": "data",
-    "find_overlap": "data", "remove_overlap": "data", "subset_lareqa": "data",
+    "LAReQADataset": "data", "LANGUAGE_NAMES": "data", "load_lareqa": "data", "build_training_pairs": "pairs",
+    "find_overlap": "pairs", "remove_overlap": "pairs", "subset_lareqa": "data",
     # batches (chapter 2)
     "MONOLINGUAL": "batch_groups", "CROSS_LINGUAL": "batch_groups",
     "HybridBatchSampler": "samplers", "MonolingualBatchSampler": "samplers", "CrossLingualBatchSampler": "samplers",
-    "composition_matrix": "samplers",
+    "composition_matrix": "tutorial",
     # encoder and training (chapter 3)
     "load_encoder": "encoder", "encode_texts": "encoder",
     "METHODS": "config", "PROTOCOLS": "config", "HOLDOUT_SEED": "config", "TrainConfig": "config",
-    "apply_trainable": "training", "train": "training",
+    "ContrastiveLoss": "losses", "apply_trainable": "trainable", "train": "training",
     "load_train_log": "runs", "load_train_config": "runs",
     "run_dir": "experiments", "is_finished_run": "experiments", "ensure_run": "experiments",
     "ensure_result": "experiments",
     # the adversarial baseline (chapter 4)
     "GradientReversal": "adversarial", "grad_reverse": "adversarial", "LanguageDiscriminator": "adversarial",
-    "lambda_schedule": "adversarial", "SCHEDULES": "adversarial",
+    "lambda_schedule": "adversarial", "SCHEDULES": "adversarial", "AdversarialLoss": "losses",
     # evaluation (chapter 5)
-    "average_precision": "evaluation", "evaluate_lareqa": "evaluation", "summarize": "evaluation",
+    "average_precision": "metrics", "recall_at_k": "metrics", "rank_distance": "metrics",
+    "evaluate_lareqa": "evaluation", "summarize": "results", "save_result": "results", "load_result": "results",
     "load_results": "results", "load_seed_results": "results", "model_slug": "results",
     # search and exploration (chapters 6, 7)
     "PoolSearch": "search", "search_pool": "search",
@@ -60,8 +65,8 @@ API = {
 #: The core's modules, reachable as attributes too (``hu.plots.plot_matrix``).
 MODULES = (
     "adversarial", "batch_groups", "callbacks", "config", "data", "encoder", "evaluation", "experiments",
-    "language_information", "maps", "notebook", "plots", "postprocess", "profiles", "results", "runs", "samplers",
-    "search", "training", "tutorial", "widgets",
+    "language_information", "losses", "maps", "metrics", "notebook", "pairs", "plots", "postprocess", "profiles",
+    "results", "runs", "samplers", "search", "trainable", "training", "tutorial", "widgets",
 )
 
 

@@ -3,8 +3,9 @@
 * :class:`TrainLogCallback` writes ``train_log.jsonl`` (one line per optimizer step);
 * :class:`DiscriminatorCheckpointCallback` saves the adversarial discriminator into every
   checkpoint (it lives in the loss, not in the model);
-* :class:`BatchRecordingCollator` optionally records the languages of every batch a process
-  trains on;
+* :class:`PairCollator` tokenizes only the question and answer columns of the pairs (the samplers need
+  the others), and its :class:`BatchRecordingCollator` optionally records the languages of every batch a
+  process trains on;
 * :class:`TrainingProgressCallback` is the run's one progress bar (loss in its postfix), in place of
   the trainer's per-step printing.
 """
@@ -16,12 +17,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
+try:  # sentence-transformers >= 6
+    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+except ImportError:  # pragma: no cover - sentence-transformers 3.x - 5.x
+    from sentence_transformers.data_collator import SentenceTransformerDataCollator
+
 from .config import DISCRIMINATOR_NAME
 from .runs import _read_jsonl
-from .samplers import PairCollator
 
 __all__ = ["TrainLogCallback", "DiscriminatorCheckpointCallback", "BatchRecordingCollator", "TrainingProgressCallback",
            "use_single_progress_bar"]
@@ -117,9 +123,50 @@ class DiscriminatorCheckpointCallback(TrainerCallback):
             torch.save(self.loss.discriminator.state_dict(), folder / DISCRIMINATOR_NAME)
 
 
+# --------------------------------------------------------------------------- collator
+
+@dataclass
+class PairCollator(SentenceTransformerDataCollator):
+    """Sentence-transformers collator that tokenizes only the text columns of the pairs.
+
+    ST's default collator tokenizes every column that is not a label, so the language and
+    id columns the samplers need would be fed to the model as extra texts. This one keeps
+    ``text_columns`` (default ``("question", "answer")``, in that order: anchor, positive),
+    a label column and ``dataset_name`` if present, and drops the rest before tokenizing.
+
+    Build it from the model (and the training arguments, to keep their prompts and router
+    mapping)::
+
+        collator = PairCollator.for_model(model, args)
+        trainer = SentenceTransformerTrainer(..., train_dataset=pairs, data_collator=collator)
+    """
+
+    text_columns: tuple[str, ...] = ("question", "answer")
+
+    @classmethod
+    def for_model(cls, model: Any, args: Any = None, text_columns: Sequence[str] = ("question", "answer")
+                  ) -> "PairCollator":
+        return cls(preprocess_fn=model.preprocess,
+                   router_mapping=getattr(args, "router_mapping", None) or {},
+                   prompts=getattr(args, "prompts", None) or {},
+                   text_columns=tuple(text_columns))
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if not features:
+            return {}
+        present = features[0].keys()
+        missing = [c for c in self.text_columns if c not in present]
+        if missing:
+            raise ValueError(f"PairCollator needs the text columns {list(self.text_columns)}; {missing} missing "
+                             f"from the batch (it has {list(present)})")
+        extra = [c for c in ("dataset_name", *self.valid_label_columns) if c in present]
+        keep = [*self.text_columns, *extra]
+        return super().__call__([{c: row[c] for c in keep} for row in features])
+
+
 @dataclass
 class BatchRecordingCollator(PairCollator):
-    """:class:`~hybrid_utils.samplers.PairCollator` that can also record each batch's languages.
+    """:class:`PairCollator` that can also record each batch's languages.
 
     With ``record_path`` set, every collated batch appends ``{"rank", "n", "question_languages",
     "answer_languages", "question_ids"}`` (sorted distinct values) as a JSON line. This is

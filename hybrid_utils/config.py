@@ -22,9 +22,10 @@ method                      batches (``hybrid_utils.samplers``)             adve
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .profiles import PROFILES
 from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
@@ -253,3 +254,41 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+
+# --------------------------------------------------------------------------- a batch strategy by name
+
+_STRATEGIES = {
+    "monolingual": MonolingualBatchSampler, "mono": MonolingualBatchSampler, "x-x": MonolingualBatchSampler,
+    "cross-lingual": CrossLingualBatchSampler, "cross_lingual": CrossLingualBatchSampler,
+    "crosslingual": CrossLingualBatchSampler, "cross": CrossLingualBatchSampler, "x-y": CrossLingualBatchSampler,
+    "hybrid": HybridBatchSampler,
+}
+
+
+def make_batch_sampler(strategy: str, alpha: float | None = None, **kwargs: Any) -> functools.partial:
+    """A ``batch_sampler`` value for ``SentenceTransformerTrainingArguments``.
+
+    Args:
+        strategy: ``"monolingual"``, ``"cross-lingual"`` or ``"hybrid"``.
+        alpha: probability of a monolingual batch; required for ``"hybrid"`` only.
+        **kwargs: passed on to the sampler (``metadata``, ``kind_sampling``, ``language_weights``).
+
+    Example::
+
+        >>> args = SentenceTransformerTrainingArguments(
+        ...     output_dir="out", batch_sampler=make_batch_sampler("hybrid", alpha=0.5))
+    """
+    if "language_weights" in kwargs:  # fail now, not when training starts
+        check_language_weights(kwargs["language_weights"])
+    cls = _STRATEGIES.get(str(strategy).lower())
+    if cls is None:
+        raise ValueError(f"unknown batch strategy {strategy!r}: use 'monolingual', 'cross-lingual' or 'hybrid'")
+    if cls is HybridBatchSampler:
+        if alpha is None:
+            raise ValueError("the hybrid strategy needs alpha (probability of a monolingual batch), e.g. alpha=0.5")
+        HybridBatchSampler._check_alpha(HybridBatchSampler, alpha)  # fail now, not when training starts
+        kwargs["alpha"] = alpha
+    elif alpha is not None and alpha != cls.default_alpha:
+        raise ValueError(f"the {strategy} strategy has alpha={cls.default_alpha:g}; use strategy='hybrid' "
+                         f"to set alpha={alpha}")
+    return functools.partial(cls, **kwargs)

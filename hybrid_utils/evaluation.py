@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from .metrics import (
-    RECALL_CUTOFFS, TIE_RULE, mean_or_none, normalize_rows, per_query_values, per_question_values, rank_distance, ranks_and_average_precision,
-    recall_at_k,
+    RECALL_CUTOFFS, TIE_RULE, mean_or_none, normalize_rows, per_query_values, per_question_values, rank_distance,
+    ranks_and_average_precision, recall_at_k,
 )
 
 __all__ = ["CANDIDATE_TEXTS", "evaluate_lareqa", "describe_model"]

@@ -41,7 +41,7 @@ class ContrastiveLoss(MultipleNegativesRankingLoss):
 
     Inputs:
         ``(question, answer)`` pairs, i.e. the ``question`` and ``answer`` columns of
-        :func:`hybrid_utils.data.build_training_pairs`; no label. Duplicate answers in a batch would be false
+        :func:`hybrid_utils.pairs.build_training_pairs`; no label. Duplicate answers in a batch would be false
         negatives, which the samplers avoid.
 
     References:

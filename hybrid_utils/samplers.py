@@ -77,8 +77,10 @@ subclass or any callable, so a class or a :func:`functools.partial` works::
     from functools import partial
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from hybrid_utils.data import build_training_pairs, load_lareqa
-    from hybrid_utils.samplers import HybridBatchSampler, PairCollator
+    from hybrid_utils.callbacks import PairCollator
+    from hybrid_utils.data import load_lareqa
+    from hybrid_utils.pairs import build_training_pairs
+    from hybrid_utils.samplers import HybridBatchSampler
 
     pairs = build_training_pairs(load_lareqa("mlqa-r"))        # keeps the language columns
     args = SentenceTransformerTrainingArguments(
@@ -93,7 +95,7 @@ subclass or any callable, so a class or a :func:`functools.partial` works::
 
 The collator matters: ST's default collator tokenizes *every* column that is not a label,
 so it would feed ``question_id``, ``question_language`` ... to the model as texts.
-:class:`PairCollator` only tokenizes ``question`` and ``answer`` (in that order: anchor,
+:class:`~hybrid_utils.callbacks.PairCollator` only tokenizes ``question`` and ``answer`` (in that order: anchor,
 positive). Alternatively pass ``train_dataset=pairs.select_columns(["question", "answer"])``
 and give the sampler the language columns separately:
 ``batch_sampler=partial(HybridBatchSampler, alpha=0.5, metadata=pairs)``.
@@ -108,11 +110,9 @@ still gets homogeneous batches, and the trainer forwards ``set_epoch`` through t
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -120,22 +120,14 @@ import pandas as pd
 import torch
 from sentence_transformers import DefaultBatchSampler
 
-try:  # sentence-transformers >= 6
-    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
-except ImportError:  # pragma: no cover - sentence-transformers 3.x - 5.x
-    from sentence_transformers.data_collator import SentenceTransformerDataCollator
-
 from .batch_groups import (
     CROSS_LINGUAL, MONOLINGUAL, _batches_of_group, _codes, _conflict_components, _Group, batches_per_epoch,
     check_language_weights,
 )
 
-__all__ = [
-    "REQUIRED_COLUMNS", "HybridBatchSampler", "MonolingualBatchSampler", "CrossLingualBatchSampler",
-    "make_batch_sampler", "composition_matrix", "PairCollator",
-]
+__all__ = ["REQUIRED_COLUMNS", "HybridBatchSampler", "MonolingualBatchSampler", "CrossLingualBatchSampler"]
 
-#: columns the samplers read (all produced by ``hybrid_utils.data.build_training_pairs``)
+#: columns the samplers read (all produced by ``hybrid_utils.pairs.build_training_pairs``)
 REQUIRED_COLUMNS = ("question_id", "question_language", "answer_language", "answer")
 #: read too when present, to keep identical question texts out of one batch
 OPTIONAL_COLUMNS = ("question",)
@@ -153,7 +145,7 @@ def _column_names(table: Any) -> list[str]:
     if isinstance(table, Mapping):
         return list(table.keys())
     raise TypeError(f"cannot read columns from a {type(table).__name__}: pass a datasets.Dataset, a pandas "
-                    f"DataFrame or a dict of lists (e.g. the output of hybrid_utils.data.build_training_pairs)")
+                    f"DataFrame or a dict of lists (e.g. the output of hybrid_utils.pairs.build_training_pairs)")
 
 
 def _column(table: Any, name: str) -> list:
@@ -178,7 +170,7 @@ class HybridBatchSampler(DefaultBatchSampler):
 
     Args:
         dataset: training pairs with the columns ``question_id``, ``question_language``,
-            ``answer_language`` and ``answer`` (``hybrid_utils.data.build_training_pairs``
+            ``answer_language`` and ``answer`` (``hybrid_utils.pairs.build_training_pairs``
             makes them), or any dataset of the same length when ``metadata`` is given.
         batch_size: pairs per batch.
         drop_last: accepted for the sentence-transformers interface and ignored: partial
@@ -267,7 +259,7 @@ class HybridBatchSampler(DefaultBatchSampler):
             raise ValueError(
                 f"{type(self).__name__} needs the columns {list(REQUIRED_COLUMNS)} in {where}, but "
                 f"{missing} {'is' if len(missing) == 1 else 'are'} missing (it has {names}). "
-                f"hybrid_utils.data.build_training_pairs produces them; if the trainer's dataset keeps only "
+                f"hybrid_utils.pairs.build_training_pairs produces them; if the trainer's dataset keeps only "
                 f"the text columns, pass the full pairs as metadata=pairs.")
         n_rows = len(source)
         if metadata is not None and len(dataset) != n_rows:
@@ -275,7 +267,7 @@ class HybridBatchSampler(DefaultBatchSampler):
                              f"row-aligned (select the text columns with dataset.select_columns, do not filter)")
         if n_rows == 0:
             raise ValueError("the dataset is empty: build training pairs with "
-                             "hybrid_utils.data.build_training_pairs(load_lareqa(...))")
+                             "hybrid_utils.pairs.build_training_pairs(load_lareqa(...))")
         self.n_pairs = n_rows
         self._question_language = _column(source, "question_language")
         self._answer_language = _column(source, "answer_language")
@@ -497,120 +489,3 @@ class CrossLingualBatchSampler(HybridBatchSampler):
     """
 
     default_alpha = 0.0
-
-
-_STRATEGIES = {
-    "monolingual": MonolingualBatchSampler, "mono": MonolingualBatchSampler, "x-x": MonolingualBatchSampler,
-    "cross-lingual": CrossLingualBatchSampler, "cross_lingual": CrossLingualBatchSampler,
-    "crosslingual": CrossLingualBatchSampler, "cross": CrossLingualBatchSampler, "x-y": CrossLingualBatchSampler,
-    "hybrid": HybridBatchSampler,
-}
-
-
-def make_batch_sampler(strategy: str, alpha: float | None = None, **kwargs: Any) -> functools.partial:
-    """A ``batch_sampler`` value for ``SentenceTransformerTrainingArguments``.
-
-    Args:
-        strategy: ``"monolingual"``, ``"cross-lingual"`` or ``"hybrid"``.
-        alpha: probability of a monolingual batch; required for ``"hybrid"`` only.
-        **kwargs: passed on to the sampler (``metadata``, ``kind_sampling``, ``language_weights``).
-
-    Example::
-
-        >>> args = SentenceTransformerTrainingArguments(
-        ...     output_dir="out", batch_sampler=make_batch_sampler("hybrid", alpha=0.5))
-    """
-    if "language_weights" in kwargs:  # fail now, not when training starts
-        check_language_weights(kwargs["language_weights"])
-    cls = _STRATEGIES.get(str(strategy).lower())
-    if cls is None:
-        raise ValueError(f"unknown batch strategy {strategy!r}: use 'monolingual', 'cross-lingual' or 'hybrid'")
-    if cls is HybridBatchSampler:
-        if alpha is None:
-            raise ValueError("the hybrid strategy needs alpha (probability of a monolingual batch), e.g. alpha=0.5")
-        HybridBatchSampler._check_alpha(HybridBatchSampler, alpha)  # fail now, not when training starts
-        kwargs["alpha"] = alpha
-    elif alpha is not None and alpha != cls.default_alpha:
-        raise ValueError(f"the {strategy} strategy has alpha={cls.default_alpha:g}; use strategy='hybrid' "
-                         f"to set alpha={alpha}")
-    return functools.partial(cls, **kwargs)
-
-
-def composition_matrix(source: Any, dataset: Any = None, languages: Sequence[str] | None = None) -> pd.DataFrame:
-    """Pairs per (question language X, answer language Y) in a set of batches, for heatmaps.
-
-    Args:
-        source: a sampler (its current epoch), a :meth:`HybridBatchSampler.describe` frame,
-            or a list of batches (lists of row indices), which needs ``dataset``.
-        dataset: the pairs the row indices point into (columns ``question_language`` and
-            ``answer_language``); only for a list of batches.
-        languages: row / column order (default: every language seen, sorted).
-
-    Returns:
-        a DataFrame, index = question language X, columns = answer language Y, values = pair counts.
-    """
-    if isinstance(source, HybridBatchSampler):
-        source = source.describe()
-    if isinstance(source, pd.DataFrame):
-        missing = {"question_language", "answer_language", "size"} - set(source.columns)
-        if missing:
-            raise ValueError(f"a composition frame needs the columns question_language, answer_language and size "
-                             f"(as made by sampler.describe()); missing {sorted(missing)}")
-        xs, ys, weights = (source["question_language"].tolist(), source["answer_language"].tolist(),
-                           source["size"].tolist())
-    else:
-        if dataset is None:
-            raise ValueError("composition_matrix of a list of batches needs dataset=the pairs they index into")
-        if isinstance(dataset, HybridBatchSampler):
-            ql, al = dataset._question_language, dataset._answer_language
-        else:
-            ql, al = _column(dataset, "question_language"), _column(dataset, "answer_language")
-        rows = [i for batch in source for i in batch]
-        xs, ys, weights = [ql[i] for i in rows], [al[i] for i in rows], [1] * len(rows)
-    counts = pd.DataFrame({"X": xs, "Y": ys, "n": weights}).pivot_table(
-        index="X", columns="Y", values="n", aggfunc="sum", fill_value=0)
-    order = list(languages) if languages is not None else sorted(set(xs) | set(ys))
-    counts = counts.reindex(index=order, columns=order, fill_value=0).astype(int)
-    counts.index.name, counts.columns.name = "question_language", "answer_language"
-    return counts
-
-
-# --------------------------------------------------------------------------- collator
-
-@dataclass
-class PairCollator(SentenceTransformerDataCollator):
-    """Sentence-transformers collator that tokenizes only the text columns of the pairs.
-
-    ST's default collator tokenizes every column that is not a label, so the language and
-    id columns the samplers need would be fed to the model as extra texts. This one keeps
-    ``text_columns`` (default ``("question", "answer")``, in that order: anchor, positive),
-    a label column and ``dataset_name`` if present, and drops the rest before tokenizing.
-
-    Build it from the model (and the training arguments, to keep their prompts and router
-    mapping)::
-
-        collator = PairCollator.for_model(model, args)
-        trainer = SentenceTransformerTrainer(..., train_dataset=pairs, data_collator=collator)
-    """
-
-    text_columns: tuple[str, ...] = ("question", "answer")
-
-    @classmethod
-    def for_model(cls, model: Any, args: Any = None, text_columns: Sequence[str] = ("question", "answer")
-                  ) -> "PairCollator":
-        return cls(preprocess_fn=model.preprocess,
-                   router_mapping=getattr(args, "router_mapping", None) or {},
-                   prompts=getattr(args, "prompts", None) or {},
-                   text_columns=tuple(text_columns))
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        if not features:
-            return {}
-        present = features[0].keys()
-        missing = [c for c in self.text_columns if c not in present]
-        if missing:
-            raise ValueError(f"PairCollator needs the text columns {list(self.text_columns)}; {missing} missing "
-                             f"from the batch (it has {list(present)})")
-        extra = [c for c in ("dataset_name", *self.valid_label_columns) if c in present]
-        keep = [*self.text_columns, *extra]
-        return super().__call__([{c: row[c] for c in keep} for row in features])

@@ -4,7 +4,7 @@ Nothing here is needed for training or evaluation; each function turns library o
 (samplers, runs, data sets) into the small tables and figures a chapter shows.
 
 * batches: :func:`batch_preview`, :func:`duplicates_per_batch`, :func:`alpha_sweep`,
-  :func:`group_frequencies`;
+  :func:`group_frequencies`, :func:`composition_matrix` (pairs per question and answer language);
 * models and runs: :func:`answer_similarities`, :func:`evaluate_runs`, :func:`lambda_sweep_runs`;
 * figures: :func:`plot_alpha_sweep`, :func:`plot_group_frequencies`,
   :func:`plot_discriminator_accuracy`.
@@ -236,3 +236,44 @@ def plot_discriminator_accuracy(logs: Mapping[str, pd.DataFrame], ax=None, smoot
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     return ax
+
+
+# --------------------------------------------------------------------------- batches as a matrix
+
+def composition_matrix(source: Any, dataset: Any = None, languages: Sequence[str] | None = None) -> pd.DataFrame:
+    """Pairs per (question language X, answer language Y) in a set of batches, for heatmaps.
+
+    Args:
+        source: a sampler (its current epoch), a :meth:`HybridBatchSampler.describe` frame,
+            or a list of batches (lists of row indices), which needs ``dataset``.
+        dataset: the pairs the row indices point into (columns ``question_language`` and
+            ``answer_language``); only for a list of batches.
+        languages: row / column order (default: every language seen, sorted).
+
+    Returns:
+        a DataFrame, index = question language X, columns = answer language Y, values = pair counts.
+    """
+    if isinstance(source, HybridBatchSampler):
+        source = source.describe()
+    if isinstance(source, pd.DataFrame):
+        missing = {"question_language", "answer_language", "size"} - set(source.columns)
+        if missing:
+            raise ValueError(f"a composition frame needs the columns question_language, answer_language and size "
+                             f"(as made by sampler.describe()); missing {sorted(missing)}")
+        xs, ys, weights = (source["question_language"].tolist(), source["answer_language"].tolist(),
+                           source["size"].tolist())
+    else:
+        if dataset is None:
+            raise ValueError("composition_matrix of a list of batches needs dataset=the pairs they index into")
+        if isinstance(dataset, HybridBatchSampler):
+            ql, al = dataset._question_language, dataset._answer_language
+        else:
+            ql, al = _column(dataset, "question_language"), _column(dataset, "answer_language")
+        rows = [i for batch in source for i in batch]
+        xs, ys, weights = [ql[i] for i in rows], [al[i] for i in rows], [1] * len(rows)
+    counts = pd.DataFrame({"X": xs, "Y": ys, "n": weights}).pivot_table(
+        index="X", columns="Y", values="n", aggfunc="sum", fill_value=0)
+    order = list(languages) if languages is not None else sorted(set(xs) | set(ys))
+    counts = counts.reindex(index=order, columns=order, fill_value=0).astype(int)
+    counts.index.name, counts.columns.name = "question_language", "answer_language"
+    return counts

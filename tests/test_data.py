@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from hybrid_utils.data import (DATASETS, LAReQADataError, build_training_pairs, download_lareqa,
-                               load_lareqa)
+from hybrid_utils.data import DATASETS, LAReQADataError, download_lareqa, load_lareqa
+from hybrid_utils.pairs import build_training_pairs
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_download_offline_says_what_to_do(tmp_path, monkeypatch):
 
 def test_heldout_groups_share_no_answer_sentence_or_paragraph_with_training(xquad):
     """Holding out single question ids leaks on XQuAD-R (about five questions share a paragraph); groups do not."""
-    from hybrid_utils.data import question_groups, split_pairs_by_question_id
+    from hybrid_utils.pairs import question_groups, split_pairs_by_question_id
 
     groups = question_groups(xquad)
     assert len(groups) == 1190 and len(set(groups.values())) == 240  # one group per parallel paragraph

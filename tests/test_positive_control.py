@@ -56,3 +56,32 @@ def test_run_positive_control_writes_rows_and_resumes(tmp_path):
     pd.testing.assert_frame_equal(again, frame)  # resumed: nothing trained again
     with pytest.raises(ValueError, match="unknown positive-control setting"):
         run_positive_control(["magic"], output=out)
+
+
+def _finished_run(folder, **config):
+    """A run folder with the files add_finished_runs reads (its validation row already cached, as after a study)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "train_config.json").write_text(json.dumps({"config": config}))
+    row = {"val_mono_map": 0.61, "val_cross_map": 0.52, "val_multilingual_map": 0.40, "val_language_bias": 150.0}
+    (folder / "validation.json").write_text(json.dumps(
+        {"train_config_mtime": (folder / "train_config.json").stat().st_mtime, "row": row}))
+    return folder
+
+
+def test_the_studys_runs_join_the_control_only_when_trained_in_its_setting(tmp_path):
+    from hybrid_utils.study.positive_control import SETTINGS, add_finished_runs
+
+    setting = dict(SETTINGS["reinit-top2-240"], scale=50.0)
+    good = _finished_run(tmp_path / "hybrid-seed3", **setting)
+    output = tmp_path / "pc.csv"
+    pd.DataFrame(_rows("reinit-top2-240", "hybrid", [0.7])).reindex(columns=COLUMNS).to_csv(output, index=False)
+    frame = add_finished_runs({("hybrid", 3): good, ("hybrid", 1): good}, "reinit-top2-240", output, log=None)
+    added = frame[(frame["method"] == "hybrid") & (frame["seed"] == 3)]
+    assert added[["step", "mono_map", "language_bias"]].values.tolist() == [[240, 0.61, 150.0]]
+    kept = frame[(frame["method"] == "hybrid") & (frame["seed"] == 1) & (frame["step"] == 240)]
+    assert kept["mono_map"].tolist() == [0.7]  # the control's own run is not replaced
+    other = _finished_run(tmp_path / "pretrained", **dict(setting, reinit_top_layers=0))
+    with pytest.raises(ValueError, match="not trained in the positive-control setting"):
+        add_finished_runs({("hybrid", 2): other}, "reinit-top2-240", output, log=None)

@@ -6,7 +6,8 @@ from datasets import Dataset
 
 from hybrid_utils.data import LAReQADataset
 from hybrid_utils.evaluation import evaluate_lareqa
-from hybrid_utils.postprocess import center_by_language, centered_evaluation, centering_means, language_means
+from hybrid_utils.metrics import center_by_language, language_means
+from hybrid_utils.postprocess import centered_evaluation, centering_means
 
 
 def parallel_dataset(n_ids=40, languages=("de", "en", "fr"), name="toy"):

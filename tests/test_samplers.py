@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid_utils.data import build_training_pairs, load_lareqa
+from hybrid_utils.pairs import build_training_pairs
+from hybrid_utils.data import load_lareqa
 from hybrid_utils.batch_groups import CROSS_LINGUAL, MONOLINGUAL
-from hybrid_utils.samplers import (
-    CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler, PairCollator, composition_matrix,
-    make_batch_sampler,
-)
+from hybrid_utils.samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
+from hybrid_utils.callbacks import PairCollator
+from hybrid_utils.tutorial import composition_matrix
+from hybrid_utils.config import make_batch_sampler
 
 B = 32
 SAMPLERS = {

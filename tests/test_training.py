@@ -13,14 +13,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hybrid_utils.profiles import PROFILES  # noqa: E402
 
-from hybrid_utils.data import build_training_pairs, load_lareqa  # noqa: E402
+from hybrid_utils.pairs import build_training_pairs  # noqa: E402
+from hybrid_utils.data import load_lareqa
 from hybrid_utils.samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler  # noqa: E402
 from hybrid_utils.config import METHOD_NAMES, METHODS, PAPER_LEARNING_RATE, PROTOCOLS, TrainConfig
 from hybrid_utils.study.cli_train import add_train_arguments, config_from_args
-from hybrid_utils.training import apply_trainable, build_training_run, train
-from hybrid_utils.data import (
-    find_overlap, prepare_training_pairs, remove_overlap, split_pairs_by_question_id, subset_lareqa,
-)
+from hybrid_utils.trainable import apply_trainable
+from hybrid_utils.training import build_training_run, train
+from hybrid_utils.pairs import find_overlap, prepare_training_pairs, remove_overlap, split_pairs_by_question_id
+from hybrid_utils.data import subset_lareqa
 from hybrid_utils.runs import load_train_log
 
 SMALL = dict(train_on="mlqa-r", languages=("de", "en", "es"), show_progress=False)
@@ -299,7 +300,7 @@ def test_reinitialise_top_layers_draws_new_weights_for_those_layers_only(bundled
 
     import torch
 
-    from hybrid_utils.training import reinitialise_top_layers
+    from hybrid_utils.trainable import reinitialise_top_layers
 
     model = copy.deepcopy(bundled_model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -15,9 +15,10 @@ pytestmark = pytest.mark.slow
 def setup():
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from hybrid_utils.data import build_training_pairs, load_lareqa
+    from hybrid_utils.pairs import build_training_pairs
+    from hybrid_utils.data import load_lareqa
     from hybrid_utils.encoder import load_encoder
-    from hybrid_utils.training import apply_trainable
+    from hybrid_utils.trainable import apply_trainable
 
     model = load_encoder("bundled", device="cpu")
     model.max_seq_length = 64

@@ -19,7 +19,7 @@ Two more savings come with it:
   attention itself, a few per cent of the work at these lengths, sees a padded
   ``(B, heads, L, L)`` block, through PyTorch's ``scaled_dot_product_attention``;
 * **frozen layers without dropout.** The cached states are those of the frozen layers in
-  eval mode. :func:`hybrid_utils.training.apply_trainable` keeps the frozen layers in eval
+  eval mode. :func:`hybrid_utils.trainable.apply_trainable` keeps the frozen layers in eval
   mode on the uncached path too, so both paths compute the same function; with dropout
   off (``model.eval()``) they give the same loss and gradients (``tests/test_training_cache.py``).
 

@@ -100,7 +100,7 @@ def language_weights_study(profile: Profile | str | None = None, seeds=None, tra
         ``hybrid (uniform)`` against ``hybrid (size)`` per evaluation set.
     """
     from .stats import compare_methods
-    from ..data import prepare_training_pairs
+    from ..pairs import prepare_training_pairs
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     model = model or profile.models[0]

@@ -20,13 +20,14 @@ resumes where it stopped (rows already there are not trained again).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["SETTINGS", "COLUMNS", "run_positive_control", "trade_off", "describe_trade_off", "write_report"]
+__all__ = ["SETTINGS", "COLUMNS", "run_positive_control", "add_finished_runs", "trade_off", "describe_trade_off", "write_report"]
 
 #: the settings searched: TrainConfig overrides. ``pretrained-top2`` is today's study setting; the others start from
 #: the bundled encoder with its top layers re-initialised (the closest offline analogue of XLM-R's masked-language-model
@@ -98,6 +99,39 @@ def run_positive_control(settings: Sequence[str] | None = None, methods: Sequenc
                 final = rows[-1]
                 log(f"  {setting} {method} seed {seed}: mono mAP {final['mono_map']:.3f}, cross {final['cross_map']:.3f}, "
                     f"multilingual {final['multilingual_map']:.3f} at step {final['step']} ({seconds:.0f} s)")
+    return frame
+
+
+def add_finished_runs(runs: dict, setting: str, output: str | Path = "results/positive_control.csv",
+                      log=print) -> pd.DataFrame:
+    """Add finished runs trained in ``setting`` (e.g. the study's) to the control, validated at their last step.
+
+    ``runs`` maps ``(method, seed)`` to a run folder whose ``train_config.json`` matches ``SETTINGS[setting]``
+    (checked: a run trained otherwise is refused). Rows already in ``output`` for that setting, method and
+    seed are kept, so the control's own runs are never replaced.
+    """
+    from .tuning import validation_row
+
+    log = log or (lambda *args, **kwargs: None)
+    output = Path(output)
+    frame = pd.read_csv(output) if output.exists() else pd.DataFrame(columns=COLUMNS)
+    for (method, seed), folder in runs.items():
+        saved = json.loads((Path(folder) / "train_config.json").read_text())
+        saved = saved.get("config", saved)
+        wrong = {k: (saved.get(k), v) for k, v in SETTINGS[setting].items() if saved.get(k) != v}
+        if wrong:
+            raise ValueError(f"{folder} was not trained in the positive-control setting {setting!r}: {wrong}")
+        if _finished(frame, setting, method, int(seed), saved["steps"]):
+            continue
+        row = validation_row(folder)
+        new = {"setting": setting, "train_on": saved["train_on"], "method": method, "seed": int(seed),
+               "step": saved["steps"], **{k: row[f"val_{k}"] for k in ("mono_map", "cross_map", "multilingual_map",
+                                                                         "language_bias")},
+               "reinit_top_layers": saved["reinit_top_layers"], "num_trainable_layers": saved["num_trainable_layers"],
+               "learning_rate": saved["learning_rate"], "scale": saved["scale"]}
+        frame = pd.concat([frame, pd.DataFrame([new]).reindex(columns=COLUMNS)], ignore_index=True)
+        log(f"  {setting} {method} seed {seed}: mono mAP {new['mono_map']:.3f} (from {folder})")
+    frame.to_csv(output, index=False)
     return frame
 
 
