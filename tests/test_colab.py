@@ -87,11 +87,15 @@ def test_install_cell_is_a_no_op_locally_and_installs_on_colab(path, monkeypatch
     assert run_install_cell(source) == []
     google = types.ModuleType("google")
     google.colab = types.ModuleType("google.colab")
+    widget_managers = []
+    google.colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: widget_managers.append(True))
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", google.colab)
     commands = run_install_cell(source)
     assert len(commands) == 1 and commands[0].split()[:3] == ["pip", "-q", "install"]
     assert f'"{colab_install_spec()}"' in commands[0]
+    if "search_widget" in path.read_text(encoding="utf-8"):  # Colab shows ipywidgets only with its widget manager on
+        assert widget_managers == [True], f"{path.name}: the install cell must enable Colab's custom widget manager"
 
 
 def test_readme_badges_use_the_setting():

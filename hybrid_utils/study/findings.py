@@ -9,16 +9,16 @@ other numbers therefore changes the words, never leaves them behind.
 
 from __future__ import annotations
 
-import pandas as pd
-
 from pathlib import Path
+
+import pandas as pd
 
 from ..config import PROTOCOLS
 from ..data import load_lareqa
 from ..profiles import Profile
 from .paper import PAPER_XQUAD_R_HYBRID
 from .positive_control import trade_off
-from .stats import A_BETTER, B_BETTER, METRIC_NAMES
+from .stats import A_BETTER, B_BETTER
 from .tuning import choose_lambda
 
 __all__ = ["what_we_found", "study_findings", "study_intro"]

@@ -4,7 +4,7 @@ Hyperparameters must never be chosen on an evaluation set. Each zero-shot protoc
 one data set (MLQA-R or XQuAD-R) and is evaluated on the other, so the choice is made on a
 validation split of the training set: ``eval_holdout`` of its question ids (all language
 versions of a held-out question leave training together, and so do all questions that share a
-paragraph or an answer sentence with it, :func:`hybrid_utils.data.question_groups`, so no
+paragraph or an answer sentence with it, :func:`hybrid_utils.pairs.question_groups`, so no
 held-out answer is trained on; the split is fixed, see :data:`hybrid_utils.config.HOLDOUT_SEED`).
 
 :func:`tune` trains one run per method and grid point (every method the same grid: an equal
