@@ -68,10 +68,16 @@ def test_projection_keeps_the_two_clusters_apart(method):
 
 
 def test_probe_accuracies_read_the_committed_study():
+    """The seed-1 probe of each method, as its evaluation JSON holds it (read here independently)."""
+    import json
+
     found = maps.probe_accuracies(ROOT / "results")
-    assert found["zero-shot"] == pytest.approx(0.99952)
-    assert found["hybrid"] == pytest.approx(0.99928)
     assert set(found) >= {"zero-shot", "monolingual", "cross-lingual", "hybrid", "adversarial"}
+    study = ROOT / "results" / "multilingual-e5-small"
+    for method, accuracy in found.items():
+        name = "xquad-r.json" if method == "zero-shot" else "xquad-r-seed1.json"
+        assert accuracy == json.loads((study / method / name).read_text())["probe_accuracy"], method
+    assert found["zero-shot"] > 0.9  # raw embeddings tell XQuAD-R's 11 languages apart (chance 1/11)
 
 
 def test_embedding_maps_side_by_side(monkeypatch):
