@@ -169,9 +169,11 @@ def test_training_lowers_loss_and_raises_held_out_cross_lingual_map(tmp_path):
     from hybrid_utils.encoder import load_encoder
     from hybrid_utils.evaluation import evaluate_lareqa
 
-    # the pretrained start (not the cpu profile's re-initialised top layers, which 30 steps cannot bring back to it)
+    # the pretrained start and its learning rate (profile cpu-pretrained), not the cpu profile's re-initialised top
+    # layers, which 30 steps cannot bring back to the pretrained model
     config = TrainConfig(method="cross-lingual", batch_size=16, steps=30, eval_holdout=0.1, save_steps=0,
-                         scale=50.0, output_dir=str(tmp_path / "cross"), seed=0, reinit_top_layers=0, **SMALL)
+                         scale=50.0, output_dir=str(tmp_path / "cross"), seed=0, reinit_top_layers=0,
+                         learning_rate=1e-4, **SMALL)
     dataset = load_lareqa("mlqa-r", languages=list(SMALL["languages"]))
     _, heldout, _ = prepare_training_pairs(config, log=None)
     held = subset_lareqa(dataset, sorted(set(heldout["question_id"])))
