@@ -20,7 +20,6 @@ resumes where it stopped (rows already there are not trained again).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -110,13 +109,14 @@ def add_finished_runs(runs: dict, setting: str, output: str | Path = "results/po
     (checked: a run trained otherwise is refused). Rows already in ``output`` for that setting, method and
     seed are kept, so the control's own runs are never replaced.
     """
+    from ..runs import load_train_config
     from .tuning import validation_row
 
     log = log or (lambda *args, **kwargs: None)
     output = Path(output)
     frame = pd.read_csv(output) if output.exists() else pd.DataFrame(columns=COLUMNS)
     for (method, seed), folder in runs.items():
-        saved = json.loads((Path(folder) / "train_config.json").read_text())
+        saved = load_train_config(folder)
         saved = saved.get("config", saved)
         wrong = {k: (saved.get(k), v) for k, v in SETTINGS[setting].items() if saved.get(k) != v}
         if wrong:
