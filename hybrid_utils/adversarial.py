@@ -28,12 +28,13 @@ Pieces:
 (one language per batch). A discriminator that only sees the current batch then never has
 to tell two languages apart within a step: it learns the language prior, its loss sits at
 ``ln(#languages)`` and the reversed gradient it sends the encoder carries no language
-signal. So the discriminator classifies the current batch's embeddings *together with* a
-queue of the last ``queue_size`` embeddings of earlier batches (detached, mixed languages,
-in the manner of MoCo's negative queue). The queue costs no extra encoder pass, unlike a
-mixed-language side batch, and the encoder still receives the reversed gradient on every
-embedding of the current batch: "make these look less like language X" is exactly the
-signal a monolingual batch cannot give by itself. The queued embeddings are up to
+signal. So the discriminator also classifies a queue of the last ``queue_size`` embeddings of
+earlier batches (detached, mixed languages, in the manner of MoCo's negative queue), in a loss
+term of its own that sends no gradient to the encoder. The queue costs no extra encoder pass,
+unlike a mixed-language side batch, and the encoder receives the reversed gradient of the
+current batch's term alone, averaged over that batch only, so ``lambda`` means what it says:
+"make these look less like language X" is exactly the signal a monolingual batch cannot give
+by itself. The queued embeddings are up to
 ``queue_size / (2 * batch_size)`` steps old; with the small learning rates used here they
 drift little in that time.
 

@@ -1,11 +1,13 @@
 """The configuration of a training run: methods, protocols, file names and :class:`TrainConfig`.
 
-One source of defaults: the fields that a run profile also sets (``steps``, ``batch_size``,
-``learning_rate``, ``scale``, ``alpha``, ``trainable``, ``num_trainable_layers``,
-``max_seq_length``, ``limit_pairs``, ``eval_holdout``) take their defaults from the ``cpu``
-profile (:data:`hybrid_utils.profiles.PROFILES`; steps, learning rate, scale and trainable layers
-as chosen for the training set ``train_on``), so ``TrainConfig()`` and ``python -m hybrid_utils
-train`` train exactly the model of the cpu profile.
+One source of defaults: a profile builds its runs (:meth:`TrainConfig.from_profile`, from
+:meth:`hybrid_utils.profiles.Profile.train_settings`), and the fields a profile sets
+(:data:`hybrid_utils.profiles.RUN_FIELDS`) left at ``None`` take the ``cpu`` profile's values
+(:data:`~hybrid_utils.profiles.DEFAULT_PROFILE`) through the same mapping, for the training set ``train_on``
+and the method, when the config is made. So ``TrainConfig()`` and ``python -m hybrid_utils train`` (whose
+options are this class's fields, :mod:`hybrid_utils.study.cli_train`) train exactly the model of the cpu
+profile, and no other module holds a copy of its numbers. The seed defaults to
+:data:`~hybrid_utils.profiles.DEFAULT_SEED`, a profile's first seed.
 
 ==========================  ==============================================  ===========
 method                      batches (``hybrid_utils.samplers``)             adversarial
@@ -27,7 +29,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .profiles import PROFILES
+from .profiles import (DEFAULT_PROFILE, DEFAULT_SEED, PAPER_BATCH_SIZE, PAPER_LEARNING_RATE, PROFILES, RUN_FIELDS,
+                       Profile, get_profile)
 from .samplers import CrossLingualBatchSampler, HybridBatchSampler, MonolingualBatchSampler
 from .batch_groups import check_language_weights
 
@@ -36,9 +39,6 @@ __all__ = [
     "LOG_NAME", "CONFIG_NAME", "HELDOUT_NAME", "CHECKPOINT_DIR", "DISCRIMINATOR_NAME", "MethodSpec", "TrainConfig",
 ]
 
-#: the paper's (Elmahdy et al., 2024) learning rate and batch size, for GPU runs
-PAPER_LEARNING_RATE = 3e-5
-PAPER_BATCH_SIZE = 100
 ZERO_SHOT = "zero-shot"
 #: zero-shot protocol: train on the key, evaluate on the value
 PROTOCOLS = {"mlqa-r": "xquad-r", "xquad-r": "mlqa-r"}
@@ -76,23 +76,22 @@ METHOD_NAMES = (ZERO_SHOT, *METHODS)
 #: every method and seed of a study holds out the same questions and tuning sees the same validation set
 HOLDOUT_SEED = 0
 
-#: the defaults of the fields a profile also sets
-_CPU = PROFILES["cpu"]
-
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (saved as ``train_config.json``).
 
-    Defaults of ``alpha``, ``batch_size``, ``steps``, ``learning_rate``, ``scale``, ``max_seq_length``,
-    ``trainable``, ``num_trainable_layers``, ``limit_pairs`` and ``eval_holdout``: the ``cpu`` profile's
-    (``steps``, ``learning_rate``, ``scale`` and ``num_trainable_layers`` for the training set ``train_on``:
-    ``None`` means that value, see :meth:`hybrid_utils.profiles.Profile.training_defaults`).
+    A field that a profile sets (:data:`hybrid_utils.profiles.RUN_FIELDS`: ``model``, ``alpha``,
+    ``language_weights``, ``batch_size``, ``trainable``, ``max_seq_length``, ``limit_pairs``, ``eval_holdout``,
+    ``lambda_max``, ``steps``, ``learning_rate``, ``scale``, ``num_trainable_layers``, ``reinit_top_layers``)
+    left at ``None`` takes the ``cpu`` profile's value for the training set ``train_on`` and the method
+    (:meth:`hybrid_utils.profiles.Profile.train_settings`); :meth:`from_profile` builds any profile's run.
+    For ``max_seq_length`` and ``limit_pairs``, 0 means none (the model's own limit, every pair).
 
     Attributes:
         method: one of :data:`METHOD_NAMES`.
         train_on: ``"mlqa-r"``, ``"xquad-r"`` or a folder of LAReQA files.
-        model: ``"bundled"`` (offline multilingual-e5-small), a local folder or a Hub name.
+        model: ``"bundled"`` (offline multilingual-e5-small, the cpu profile's), a local folder or a Hub name.
         output_dir: run folder (default ``runs/<method>-<train_on>``).
         alpha: probability of a monolingual batch (hybrid methods only).
         language_weights: how a batch's language (pair) is drawn within its kind: ``"size"``
@@ -100,10 +99,11 @@ class TrainConfig:
             pair, equally likely; the paper's method section). See :mod:`hybrid_utils.samplers`.
         batch_size: pairs per batch (per process). The paper uses 100.
         steps: optimizer steps (``max_steps``).
-        learning_rate: 1e-4 on CPU (see :mod:`hybrid_utils.training`); the paper's is 3e-5.
+        learning_rate: the profile's for the training set (see :mod:`hybrid_utils.profiles`); the paper's is 3e-5.
         warmup: linear warm-up, a fraction of ``steps`` if < 1, else a number of steps.
         weight_decay: AdamW weight decay.
-        seed: seeds the model's trainable init (discriminator), batches, dropout, holdout split.
+        seed: seeds the model's trainable init (discriminator, re-initialised layers), batches, dropout (default
+            :data:`~hybrid_utils.profiles.DEFAULT_SEED`; the held-out split has its own, :data:`HOLDOUT_SEED`).
         scale: similarity scale of the InfoNCE loss (1 / temperature).
         max_seq_length: truncation while training (the saved model keeps its own limit).
         trainable: ``"cpu-default"`` (top ``num_trainable_layers`` layers), ``"full"`` or
@@ -113,8 +113,8 @@ class TrainConfig:
             afresh, seeded by ``seed``), so the model must learn retrieval from the batches, as a masked
             language model such as XLM-R must; the positive control of the study (``hybrid_utils.study.positive_control``).
             At most ``num_trainable_layers`` with ``trainable="cpu-default"``. ``None``: the cpu profile's value
-            for the bundled model (at most ``num_trainable_layers``), 0 for any other model (a Hub model such
-            as XLM-R is trained from its own start, as in the paper).
+            for its own model and ``trainable`` (at most ``num_trainable_layers``), 0 for any other model or
+            ``trainable`` (a Hub model such as XLM-R is trained from its own start, as in the paper).
         languages: training languages (default: all of ``train_on``).
         limit_pairs: keep about this many pairs (whole question ids, drawn at random), for quick runs.
         eval_holdout: fraction of question ids held out of training (ids saved in
@@ -157,26 +157,26 @@ class TrainConfig:
 
     method: str = "hybrid"
     train_on: str = "mlqa-r"
-    model: str = "bundled"
+    model: str | None = None
     output_dir: str | None = None
-    alpha: float = _CPU.alpha
-    language_weights: str = "size"
-    batch_size: int = _CPU.batch_size
+    alpha: float | None = None
+    language_weights: str | None = None
+    batch_size: int | None = None
     steps: int | None = None
     learning_rate: float | None = None
     warmup: float = 0.1
     weight_decay: float = 0.01
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     scale: float | None = None
-    max_seq_length: int | None = _CPU.max_seq_length
-    trainable: str = _CPU.trainable
+    max_seq_length: int | None = None
+    trainable: str | None = None
     num_trainable_layers: int | None = None
     reinit_top_layers: int | None = None
     languages: tuple[str, ...] | None = None
-    limit_pairs: int | None = _CPU.limit_pairs
-    eval_holdout: float = _CPU.eval_holdout
+    limit_pairs: int | None = None
+    eval_holdout: float | None = None
     exclude_overlap_with: str | None = "auto"
-    lambda_max: float = _CPU.lambda_max
+    lambda_max: float | None = None
     lambda_schedule: str = "ganin"
     lambda_gamma: float = 10.0
     lambda_warmup: float = 0.1
@@ -198,15 +198,7 @@ class TrainConfig:
     record_batches: bool = False
 
     def __post_init__(self) -> None:
-        # None: the cpu profile's value for this training set (tuned per training set, see profiles.py)
-        if self.reinit_top_layers is None and (self.model != "bundled" or self.trainable != "cpu-default"):
-            self.reinit_top_layers = 0  # the re-initialised start is the bundled model's stand-in for an MLM start
-        reinit_default = self.reinit_top_layers is None
-        for key, value in _CPU.training_defaults(Path(str(self.train_on)).name, self.method).items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        if reinit_default:
-            self.reinit_top_layers = min(self.reinit_top_layers, self.num_trainable_layers)
+        self._fill_profile_defaults()
         if self.method not in METHOD_NAMES:
             raise ValueError(f"unknown method {self.method!r}: choose one of {list(METHOD_NAMES)}")
         if self.trainable not in TRAINABLE:
@@ -232,6 +224,35 @@ class TrainConfig:
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / f"{self.method}-{Path(str(self.train_on)).name}")
         self.output_dir = str(self.output_dir)
+
+    def _fill_profile_defaults(self) -> None:
+        """Fields a profile sets that are ``None``: the default profile's value for this training set and method."""
+        values = PROFILES[DEFAULT_PROFILE].train_settings(Path(str(self.train_on)).name, self.method)
+        for key in ("model", "trainable"):
+            if getattr(self, key) is None:
+                setattr(self, key, values[key])
+        if self.reinit_top_layers is None and (self.model, self.trainable) != (values["model"], values["trainable"]):
+            self.reinit_top_layers = 0  # the re-initialised start is the bundled model's stand-in for an MLM start
+        reinit_default = self.reinit_top_layers is None
+        for key in RUN_FIELDS:
+            if getattr(self, key) is None:
+                setattr(self, key, values[key])
+        if reinit_default:
+            self.reinit_top_layers = min(self.reinit_top_layers, self.num_trainable_layers)
+
+    @classmethod
+    def from_profile(cls, profile: Profile | str | None, method: str, train_on: str, seed: int | None = None,
+                     **overrides) -> "TrainConfig":
+        """The run ``profile`` trains for ``method`` on ``train_on``: every field the profile sets
+        (:meth:`~hybrid_utils.profiles.Profile.train_settings`), its first seed unless ``seed``; ``overrides`` win.
+
+        The one place where a profile becomes a run (:func:`hybrid_utils.experiments.train_config` adds the study's
+        folder). ``profile``: a :class:`~hybrid_utils.profiles.Profile` or its name (None: from the environment).
+        """
+        profile = profile if isinstance(profile, Profile) else get_profile(profile)
+        seed = profile.seeds[0] if seed is None else int(seed)
+        settings = profile.train_settings(Path(str(train_on)).name, method)
+        return cls(**{**settings, "method": method, "train_on": train_on, "seed": seed, **overrides})
 
     @property
     def spec(self) -> MethodSpec | None:

@@ -21,9 +21,18 @@ from .profiles import Profile, get_profile
 from .results import model_slug, result_name
 
 
-def run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int | None = None) -> Path:
-    """``<runs_dir>/<model>/<method>-<train_on>-seed<k>`` (default seed: the profile's first)."""
+def run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int | None = None,
+            lambda_max: float | None = None) -> Path:
+    """``<runs_dir>/<model>/<method>-<train_on>-seed<k>`` (default seed: the profile's first).
+
+    An adversarial run on the sweep's training set at a ``lambda_max`` (default: the profile's) that the lambda
+    sweep trains *is* that sweep run (:func:`sweep_dir`): one folder per run, so the study, the default
+    ``reproduce`` and the chapters train it once and share it.
+    """
     seed = profile.seeds[0] if seed is None else int(seed)
+    lambda_max = profile.lambda_max if lambda_max is None else float(lambda_max)
+    if method == "adversarial" and train_on == profile.sweep_train_on and lambda_max in profile.lambda_sweep:
+        return sweep_dir(profile, model, lambda_max, seed)
     return Path(profile.runs_dir) / model_slug(model) / f"{method}-{train_on}-seed{seed}"
 
 
@@ -159,21 +168,18 @@ class Evaluator:
 
 def train_config(profile: Profile, method: str, train_on: str, model: str | None = None, seed: int | None = None,
                  **overrides):
-    """The :class:`~hybrid_utils.config.TrainConfig` of one run of the study (``overrides`` win)."""
+    """The :class:`~hybrid_utils.config.TrainConfig` of one run of the study (``overrides`` win).
+
+    The profile's run (:meth:`~hybrid_utils.config.TrainConfig.from_profile`) in the study's folder
+    (:func:`run_dir`), without the pairs of the protocol's evaluation set.
+    """
     from .config import PROTOCOLS, TrainConfig
 
     model = model or profile.models[0]
     seed = profile.seeds[0] if seed is None else int(seed)
-    settings = dict(method=method, train_on=train_on, model=model, seed=seed, lambda_max=profile.lambda_max,
-                    output_dir=str(run_dir(profile, model, method, train_on, seed)), alpha=profile.alpha,
-                    language_weights=profile.language_weights,
-                    batch_size=profile.batch_size, trainable=profile.trainable,
-                    max_seq_length=profile.max_seq_length, limit_pairs=profile.limit_pairs,
-                    **profile.training_defaults(train_on, method),
-                    eval_holdout=profile.eval_holdout,
-                    exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    folder = run_dir(profile, model, method, train_on, seed, overrides.get("lambda_max"))
+    study = dict(model=model, output_dir=str(folder), exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
+    return TrainConfig.from_profile(profile, method, train_on, seed=seed, **{**study, **overrides})
 
 
 def ensure_run(profile: Profile | str | None, method: str, train_on: str, model: str | None = None, log=print,

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .profiles import DEFAULT_SEED
+
 __all__ = ["answer_sample", "embed_answers", "project", "language_separation", "nearest_neighbours",
            "embedding_maps", "map_summary", "plot_embedding_maps", "probe_accuracies", "PROJECTIONS"]
 
@@ -180,7 +182,7 @@ def map_summary(frame: pd.DataFrame, probe_accuracy: Mapping[str, float] | None 
 
 
 def probe_accuracies(results_dir: str | Path = "results", model: str = "multilingual-e5-small",
-                     eval_on: str = "xquad-r", seed: int = 1) -> dict[str, float]:
+                     eval_on: str = "xquad-r", seed: int = DEFAULT_SEED) -> dict[str, float]:
     """``{method: language-identification probe accuracy}`` from the study's evaluation JSONs.
 
     Reads ``<results_dir>/<model>/<method>/<eval_on>-seed<seed>.json`` (``<eval_on>.json`` for zero-shot);

@@ -1,7 +1,9 @@
 """What every notebook does first: pick the profile, fix seeds, make tables and figures readable.
 
-It also holds the one setting every Colab badge and install cell uses, :data:`REPOSITORY_URL`
-(``tests/test_colab.py`` checks the notebooks and README against it).
+It also holds the one setting every Colab badge and install cell uses, :data:`REPOSITORY_URL` (defined in
+:mod:`hybrid_utils.repository`; ``tests/test_colab.py`` checks the notebooks and README against it), and,
+on Colab, where there is no clone, fetches the committed ``results/`` the chapters read
+(:mod:`hybrid_utils.committed_results`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,10 @@ import os
 import random
 import warnings
 
-from .profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
-
-#: The repository every Colab badge opens and every notebook's first cell installs from.
-REPOSITORY_URL = "https://github.com/hybrid-batch-tutorials/hybrid-batch-tutorials"
-#: The branch the badges open.
-REPOSITORY_BRANCH = "main"
-#: The package's distribution name (pyproject.toml), as the install cell names it.
-DISTRIBUTION = "hybrid-batch-tutorials"
+from .profiles import NOTEBOOK_SEED, PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, Profile, get_profile
+# REPOSITORY_URL: the repository every Colab badge opens and every notebook's first cell installs from;
+# REPOSITORY_BRANCH: the branch the badges open; DISTRIBUTION: the name the install cell installs.
+from .repository import DISTRIBUTION, REPOSITORY_BRANCH, REPOSITORY_URL  # noqa: F401 (re-exported)
 
 
 def colab_url(notebook_path: str) -> str:
@@ -78,11 +76,15 @@ def requested_train_sets() -> list[str] | None:
     value = os.environ.get(TRAIN_SETS_ENV, "")
     return [name for name in value.split(",") if name] or None
 
-def setup(profile: str | None = None, seed: int = 0) -> Profile:
+def setup(profile: str | None = None, seed: int = NOTEBOOK_SEED) -> Profile:
     """Choose the run profile (argument, else ``$HYBRID_PROFILE``, else gpu/cpu by hardware), seed, style.
 
     Also sets the figures' style (:func:`hybrid_utils.plots.set_style`) and quiets library logging
     (:func:`quiet_libraries`).
+
+    Where there is no clone (Colab: the package is pip-installed) and the profile reads the committed study
+    (:data:`~hybrid_utils.committed_results.COMMITTED_PROFILES`), it fetches the committed ``results/`` into
+    the working folder (:func:`committed_results_note`).
 
     Returns the :class:`~hybrid_utils.profiles.Profile`; prints one line saying which it is.
     """
@@ -109,5 +111,96 @@ def setup(profile: str | None = None, seed: int = 0) -> Profile:
     from .plots import set_style
 
     set_style()
-    print(f"profile: {chosen.name} | models: {', '.join(chosen.models)} | device: {device}")
+    note = committed_results_note(chosen)
+    print(f"profile: {chosen.name} | models: {', '.join(chosen.models)} | device: {device}{note}")
     return chosen
+
+
+def in_checkout(folder: str = ".") -> bool:
+    """True when ``folder`` is the root of a copy of the repository (its ``results/`` comes from git)."""
+    return os.path.isfile(os.path.join(folder, "pyproject.toml")) and os.path.isdir(os.path.join(folder, "hybrid_utils"))
+
+
+def committed_results_note(profile: Profile) -> str:
+    """Fetch the committed ``results/`` where a chapter needs them and no clone has them; say so in a few words.
+
+    Only for the profiles that read the committed study, only outside a copy of the repository (there a
+    missing ``results/`` was removed on purpose, or ``git checkout results`` restores it) and only when the
+    folder is missing (:func:`~hybrid_utils.committed_results.ensure_committed_results` never touches an
+    existing one). Returns ``""`` when nothing was to do, else ``" | committed results: ..."`` for setup's line.
+    """
+    from .committed_results import (COMMITTED_FOLDER, COMMITTED_PROFILES, CommittedResultsUnavailable,
+                                    ensure_committed_results)
+
+    if profile.name not in COMMITTED_PROFILES or os.path.exists(COMMITTED_FOLDER) or in_checkout():
+        return ""
+    fetched = []
+    try:
+        ensure_committed_results(COMMITTED_FOLDER, log=fetched.append)
+    except CommittedResultsUnavailable as err:
+        return f" | committed results: {err}"
+    return f" | {fetched[0]}" if fetched else ""
+
+
+#: Where ``benchmarks/notebooks.py`` records how long each chapter took (:func:`chapter_cost` reads it).
+NOTEBOOK_TIMES = "results/notebook_times.json"
+#: How a chapter ran: reading the committed results, or computing everything they hold first.
+COMMITTED, FROM_SCRATCH = "committed results", "from scratch"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def _latest(entries: list, chapter: str, profile: str, mode: str) -> dict | None:
+    """The most recent successful measurement of ``chapter`` (a name or its number prefix) in ``profile``/``mode``."""
+    found = [e for e in entries if isinstance(e, dict) and e.get("ok", True) and e.get("profile") == profile
+             and e.get("mode", COMMITTED) == mode and isinstance(e.get("seconds"), (int, float))
+             and (e.get("chapter") == chapter  # a number names the chapter, not its worked solutions
+                  or (e.get("kind", "chapter") == "chapter" and str(e.get("chapter", "")).startswith(f"{chapter}_")))]
+    return max(found, key=lambda e: str(e.get("date", ""))) if found else None
+
+
+def _when(entry: dict) -> str:
+    machine = entry.get("machine") or {}
+    where = machine.get("gpu") or machine.get("cpu") or "unknown machine"
+    return f"(measured {entry.get('date') or 'on an unknown date'}, {where})"
+
+
+def _measured(entry: dict) -> str:
+    return f"{_duration(entry['seconds'])} {_when(entry)}"
+
+
+def chapter_cost(chapter: str, path: str | os.PathLike = NOTEBOOK_TIMES, profile: str = "cpu") -> str:
+    """One line on what running ``chapter`` costs, from the measurements in ``results/notebook_times.json``.
+
+    ``chapter`` is a notebook's name (``"03_fine_tuning"``, ``"notebooks/03_fine_tuning.ipynb"``) or number
+    (``"03"``). The line says how long the chapter took in ``profile`` with the committed results and from
+    scratch, and on a Colab T4 (the ``gpu`` profile), each as measured by ``benchmarks/notebooks.py`` (date
+    and machine named) or "not measured yet": no number is ever made up.
+    """
+    import json
+    from pathlib import Path
+
+    name = Path(str(chapter)).name.removesuffix(".ipynb")
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8")).get("measurements", [])
+    except (OSError, ValueError, AttributeError):
+        entries = []
+    committed = _latest(entries, name, profile, COMMITTED)
+    if committed is not None:
+        machine = committed.get("machine") or {}
+        cores = machine.get("cpu_count")
+        on = f"{cores} {machine.get('precision', 'fp32')} cores" if cores else f"a {machine.get('precision', '')} CPU"
+        first = (f"On {' '.join(on.split())} this chapter took {_duration(committed['seconds'])} with the committed "
+                 f"results {_when(committed)}")
+    else:
+        first = f"With the committed results ({profile} profile) this chapter's time is not measured yet"
+    scratch = _latest(entries, name, profile, FROM_SCRATCH)
+    gpu = _latest(entries, name, "gpu", COMMITTED) or _latest(entries, name, "gpu", FROM_SCRATCH)
+    return (f"{first}; from scratch: {_measured(scratch) if scratch else 'not measured yet'}; "
+            f"on a Colab T4 (gpu profile): {_measured(gpu) if gpu else 'not measured yet'}.")

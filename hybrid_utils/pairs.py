@@ -147,13 +147,14 @@ def question_groups(dataset: LAReQADataset) -> dict[str, int]:
     return {qid: roots.setdefault(root(f"q:{qid}"), len(roots)) for qid in dict.fromkeys(dataset.questions["id"])}
 
 
-def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int = 42, groups: dict[str, int] | None = None):
+def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int | None = None,
+                               groups: dict[str, int] | None = None):
     """Split pairs into (train, held-out) by question id: all translations of a held-out question go out.
 
     Args:
         pairs: training pairs (``build_training_pairs``).
         holdout_fraction: fraction of the distinct question ids to hold out, in [0, 1).
-        seed: for the random choice of ids.
+        seed: for the random choice of ids (None: :data:`hybrid_utils.config.HOLDOUT_SEED`, the study's split).
         groups: ``{question_id: group}`` (:func:`question_groups`): whole groups are held out, so no
             held-out answer sentence or paragraph is trained on; None: single question ids.
 
@@ -162,6 +163,9 @@ def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int = 42, g
     """
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError("holdout_fraction must be in [0, 1)")
+    if seed is None:
+        from .config import HOLDOUT_SEED
+        seed = HOLDOUT_SEED
     ids = list(dict.fromkeys(pairs["question_id"]))
     n_out = int(round(holdout_fraction * len(ids)))
     if holdout_fraction > 0 and n_out == 0:

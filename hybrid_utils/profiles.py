@@ -44,6 +44,36 @@ STUDY_ENV = "HYBRID_STUDY"
 TRAIN_SETS_ENV = "HYBRID_TRAIN_SETS"
 #: the training settings a profile may choose per training set (``Profile.per_train_set``)
 TUNED = ("steps", "learning_rate", "scale", "num_trainable_layers", "reinit_top_layers")
+#: the :class:`~hybrid_utils.config.TrainConfig` fields a profile sets (:meth:`Profile.train_settings`): the
+#: model is the profile's first, the :data:`TUNED` ones are chosen per training set and method
+RUN_FIELDS = ("model", "alpha", "language_weights", "batch_size", "trainable", "max_seq_length", "limit_pairs",
+              "eval_holdout", "lambda_max", *TUNED)
+#: the profile whose run ``TrainConfig()`` and ``python -m hybrid_utils train`` train when nothing else is said
+DEFAULT_PROFILE = "cpu"
+
+# Seeds. One value per role, defined here only:
+#: the training seed of a run when none is given: ``TrainConfig``, ``python -m hybrid_utils train`` and a
+#: profile's first seed (``Profile.seeds``), so a run without a seed is the study's first seed
+DEFAULT_SEED = 1
+#: the training seed of the tuning runs (``python -m hybrid_utils tune``): the committed evidence in
+#: ``results/tuning/`` was trained with it (it was ``TrainConfig``'s default then), so a rerun reproduces it
+TUNING_SEED = 42
+#: the global random state of a notebook (``random``, numpy, torch; :func:`hybrid_utils.notebook.setup`): the
+#: chapters' own draws, not a training run's; their committed outputs were drawn with it
+NOTEBOOK_SEED = 0
+
+#: the tuning budget (``python -m hybrid_utils tune``, :func:`hybrid_utils.study.tuning.tune`): every method
+#: trains each point of the grid for this many steps, validated every ``TUNING_EVAL_EVERY`` steps
+TUNING_GRID = {"learning_rate": (1e-4, 3e-4), "scale": (20.0, 50.0)}
+TUNING_STEPS = 200
+TUNING_EVAL_EVERY = 40
+
+#: the paper's (Elmahdy et al., 2024) learning rate and batch size, for GPU runs (the ``gpu`` profiles)
+PAPER_LEARNING_RATE = 3e-5
+PAPER_BATCH_SIZE = 100
+#: ``python -m hybrid_utils train --paper`` takes these settings from this profile (explicit options still win)
+PAPER_PROFILE = "gpu-paper"
+PAPER_FIELDS = ("learning_rate", "batch_size", "trainable", "max_seq_length")
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,7 @@ class Profile:
     # set. The lambda sweep of the study (`reproduce --study`) shows the others.
     lambda_max: float = 1.0
     # training seeds: `reproduce` runs `seeds`, `reproduce --study` (the committed study) runs `study_seeds`
-    seeds: tuple[int, ...] = (1,)
+    seeds: tuple[int, ...] = (DEFAULT_SEED,)
     study_seeds: tuple[int, ...] = (1, 2, 3)
     # the adversarial lambda sweep of the committed study (one protocol)
     # lambda is chosen on held-out training questions (hybrid_utils.study.tuning.choose_lambda); 3 seeds per value
@@ -121,6 +151,16 @@ class Profile:
         values.update({k: v for k, v in per_set.items() if k in TUNED})
         values.update({k: v for k, v in per_set.get("methods", {}).get(str(method), {}).items() if k in TUNED})
         return values
+
+    def train_settings(self, train_on: str | None = None, method: str | None = None) -> dict:
+        """The :class:`~hybrid_utils.config.TrainConfig` fields this profile sets (:data:`RUN_FIELDS`) for ``method``
+        trained on ``train_on``: its first model, its fields, and :meth:`training_defaults`.
+
+        The one mapping from a profile to a run: :meth:`hybrid_utils.config.TrainConfig.from_profile` builds a
+        profile's runs from it, and ``TrainConfig``'s defaults are the :data:`DEFAULT_PROFILE`'s through it.
+        """
+        values = {key: getattr(self, key) for key in RUN_FIELDS if key != "model" and key not in TUNED}
+        return {"model": self.models[0], **values, **self.training_defaults(train_on, method)}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,14 +203,14 @@ PROFILES = {
     # (not tuned here); 500 steps (a quarter of the paper's) is the compute budget, not a tuned choice.
     "gpu": Profile(
         name="gpu", models=("xlm-roberta-base",), methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
-        steps=500, batch_size=100, learning_rate=3e-5, trainable="full", max_seq_length=128, scale=20.0,
-        results_dir="results-gpu", runs_dir="runs/gpu", max_hours=1.5,
+        steps=500, batch_size=PAPER_BATCH_SIZE, learning_rate=PAPER_LEARNING_RATE, trainable="full", max_seq_length=128,
+        scale=20.0, results_dir="results-gpu", runs_dir="runs/gpu", max_hours=1.5,
     ),
     # The paper's full setting (Elmahdy et al., 2024): both models, every method, 2,000 steps of batch 100.
     "gpu-paper": Profile(
-        name="gpu-paper", models=("xlm-roberta-base", "sentence-transformers/LaBSE"), steps=2000, batch_size=100,
-        learning_rate=3e-5, trainable="full", max_seq_length=128, scale=20.0, results_dir="results-gpu-paper",
-        runs_dir="runs/gpu-paper", max_hours=12.0,
+        name="gpu-paper", models=("xlm-roberta-base", "sentence-transformers/LaBSE"), steps=2000,
+        batch_size=PAPER_BATCH_SIZE, learning_rate=PAPER_LEARNING_RATE, trainable="full", max_seq_length=128,
+        scale=20.0, results_dir="results-gpu-paper", runs_dir="runs/gpu-paper", max_hours=12.0,
     ),
 }
 
@@ -192,11 +232,12 @@ def _cuda_available() -> bool:
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """The profile called ``name``, else ``$HYBRID_PROFILE``, else ``gpu``/``cpu`` by hardware.
+    """The profile called ``name``, else ``$HYBRID_PROFILE``, else ``gpu`` / ``cpu`` (:data:`DEFAULT_PROFILE`) by
+    hardware.
 
     Keyword arguments override single fields, e.g. ``get_profile("cpu", steps=50)``.
     """
-    name = name or os.environ.get(PROFILE_ENV) or ("gpu" if _cuda_available() else "cpu")
+    name = name or os.environ.get(PROFILE_ENV) or ("gpu" if _cuda_available() else DEFAULT_PROFILE)
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {sorted(PROFILES)} "
                          f"(argument or the {PROFILE_ENV} environment variable)")

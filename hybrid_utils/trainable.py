@@ -75,13 +75,14 @@ def reinitialise_top_layers(model, n: int, seed: int) -> list[int]:
     out here because ``transformers``' own ``_init_weights`` skips weights that were loaded from a checkpoint).
     The model then has to learn retrieval in those layers from the training batches, as a masked language model
     does; with a pretrained retriever such as multilingual-e5 the batches barely matter (the study's positive
-    control, :mod:`hybrid_utils.study.positive_control`). Returns the indices of the re-initialised layers.
+    control, :mod:`hybrid_utils.study.positive_control`). Returns the indices of the re-initialised layers
+    (none for ``n = 0``, the pretrained start).
     """
     import torch
 
     transformer = model[0].auto_model
     layers = transformer.encoder.layer
-    if not 0 < n <= len(layers):
+    if not 0 <= n <= len(layers):
         raise ValueError(f"reinit_top_layers={n} but the model has {len(layers)} layers")
     std = float(getattr(transformer.config, "initializer_range", 0.02))
     generator = torch.Generator().manual_seed(int(seed))

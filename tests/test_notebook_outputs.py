@@ -74,3 +74,44 @@ def test_committed_outputs_are_clean(path):
     assert not found, (f"{path.relative_to(ROOT)} has library noise in its outputs; re-execute it "
                        f"(python -m hybrid_utils reproduce --notebooks) after hybrid_utils.notebook.setup():\n  "
                        + "\n  ".join(found))
+
+
+#: the longest output a committed cell may show: a student reads it, so a longer one belongs in a file
+MAX_OUTPUT_LINES = 60
+
+
+def long_outputs(notebook: dict, limit: int = MAX_OUTPUT_LINES) -> list[str]:
+    """``cell <i>: <n> lines`` for every output text (stream, plain text, traceback) longer than ``limit`` lines."""
+    return [f"cell {index}: {text.count(chr(10)) + 1} lines" for index, text in output_texts(notebook)
+            if text.count("\n") + 1 > limit]
+
+
+def test_the_length_check_counts_lines():
+    cell = {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": "x\n" * 70}]}
+    assert long_outputs({"cells": [cell]}) == ["cell 0: 71 lines"]
+    assert long_outputs({"cells": [cell]}, limit=80) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_outputs_are_short(path):
+    found = long_outputs(json.loads(path.read_text(encoding="utf-8")))
+    assert not found, f"{path.relative_to(ROOT)} has outputs over {MAX_OUTPUT_LINES} lines:\n  " + "\n  ".join(found)
+
+
+@pytest.mark.parametrize("chapter", ["02", "03", "04", "05"])
+def test_core_chapters_build_their_idea_by_hand(chapter):
+    """Each of these chapters writes the key idea as a function of its own before calling the library's version."""
+    path = next((ROOT / "notebooks").glob(f"{chapter}_*.ipynb"))
+    sources = ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+               if c["cell_type"] == "code"]
+    assert any(line.startswith("def ") for source in sources for line in source.splitlines()), path.name
+
+
+def test_no_chapter_imports_private_names():
+    import re
+    for path in NOTEBOOKS:
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
+            private = re.findall(r"from hybrid_utils[\w.]* import [^\n]*\b(_\w+)", source)
+            private += re.findall(r"\bhu\.(?:\w+\.)*(_\w+)", source)
+            assert not private, f"{path.name} imports private names {private}"

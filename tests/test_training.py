@@ -318,5 +318,10 @@ def test_reinitialise_top_layers_draws_new_weights_for_those_layers_only(bundled
     again = copy.deepcopy(bundled_model)
     reinitialise_top_layers(again, 2, seed=1)  # the seed decides the new weights
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    untouched = copy.deepcopy(bundled_model)
+    assert reinitialise_top_layers(untouched, 0, seed=1) == []  # the pretrained start: nothing drawn afresh
+    assert all(torch.equal(p, q) for p, q in zip(untouched.parameters(), bundled_model.parameters()))
+    with pytest.raises(ValueError, match="but the model has 12 layers"):
+        reinitialise_top_layers(untouched, 13, seed=1)
     with pytest.raises(ValueError, match="must be between 0"):
         TrainConfig(method="monolingual", reinit_top_layers=3, num_trainable_layers=2)

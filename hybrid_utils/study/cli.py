@@ -293,8 +293,11 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
                              "(default: the cpu profile's num_trainable_layers)")
     parser.add_argument("--any-layers", action="store_true",
                         help="choose among all grid points, whatever their number of trainable layers")
-    parser.add_argument("--steps", type=_positive_int, default=200, help="steps per run (default: 200)")
-    parser.add_argument("--eval-every", type=_positive_int, default=40, help="validation every N steps (default: 40)")
+    from hybrid_utils.profiles import TUNING_EVAL_EVERY, TUNING_STEPS
+
+    parser.add_argument("--steps", type=_positive_int, default=None, help=f"steps per run (default: {TUNING_STEPS})")
+    parser.add_argument("--eval-every", type=_positive_int, default=None,
+                        help=f"validation every N steps (default: {TUNING_EVAL_EVERY})")
     parser.add_argument("--output", default=None, help="CSV file (default: results/tuning/<train-on>.csv)")
     parser.set_defaults(handler=run_tune)
     return parser
@@ -302,12 +305,12 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_tune(args: argparse.Namespace) -> int:
     """Handler of ``tune``."""
-    from hybrid_utils.profiles import get_profile
+    from hybrid_utils.profiles import DEFAULT_PROFILE, PROFILES
     from hybrid_utils.study.tuning import DEFAULT_GRID, TUNED_METHODS, tune
 
     if args.any_layers and args.choose_layers:
         raise CLIError("give --choose-layers or --any-layers, not both")
-    layers = args.choose_layers or get_profile("cpu").training_defaults(args.train_on)["num_trainable_layers"]
+    layers = args.choose_layers or PROFILES[DEFAULT_PROFILE].training_defaults(args.train_on)["num_trainable_layers"]
     choose_with = None if args.any_layers else {"num_trainable_layers": layers}
     grid = dict(DEFAULT_GRID)
     for key, values in (("learning_rate", args.learning_rates), ("scale", args.scales),
@@ -315,8 +318,9 @@ def run_tune(args: argparse.Namespace) -> int:
         if values:
             grid[key] = tuple(values)
     try:
-        tune(args.train_on, methods=args.methods or TUNED_METHODS, grid=grid, steps=args.steps, eval_every=args.eval_every,
-             output=args.output, choose_with=choose_with)
+        budget = {key: value for key, value in (("steps", args.steps), ("eval_every", args.eval_every)) if value}
+        tune(args.train_on, methods=args.methods or TUNED_METHODS, grid=grid, output=args.output,
+             choose_with=choose_with, **budget)
     except (ValueError, OSError) as err:
         raise CLIError(_one_line(err)) from err
     return 0
@@ -327,7 +331,7 @@ def run_tune(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 def add_positive_control_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``positive-control`` command."""
-    from hybrid_utils.study.positive_control import SETTINGS
+    from hybrid_utils.study.positive_control import SEEDS, SETTINGS
 
     parser = subparsers.add_parser(
         "positive-control", help="can a CPU setting show the trade-off between monolingual and cross-lingual batches?",
@@ -338,7 +342,8 @@ def add_positive_control_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--settings", nargs="+", default=None, choices=sorted(SETTINGS), metavar="SETTING",
                         help=f"settings to search (default: all of {', '.join(SETTINGS)})")
     parser.add_argument("--methods", nargs="+", default=["monolingual", "cross-lingual"], metavar="METHOD")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2], metavar="SEED")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                        help=f"training seeds (default: {' '.join(map(str, SEEDS))})")
     parser.add_argument("--output", default="results/positive_control.csv", help="CSV file (default: %(default)s)")
     parser.add_argument("--runs-dir", default="runs/positive-control", help="run folders (default: %(default)s)")
     parser.set_defaults(handler=run_positive_control_command)
@@ -350,8 +355,9 @@ def run_positive_control_command(args: argparse.Namespace) -> int:
     from hybrid_utils.study.positive_control import run_positive_control, write_report
 
     try:
-        frame = run_positive_control(args.settings, methods=args.methods, seeds=args.seeds, output=args.output,
-                                     runs_dir=args.runs_dir)
+        seeds = {"seeds": args.seeds} if args.seeds else {}
+        frame = run_positive_control(args.settings, methods=args.methods, output=args.output, runs_dir=args.runs_dir,
+                                     **seeds)
         print(write_report(frame, Path(args.output).with_suffix(".md")))
     except (ValueError, OSError) as err:
         raise CLIError(_one_line(err)) from err

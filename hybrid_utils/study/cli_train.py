@@ -1,9 +1,11 @@
 """The ``train`` command line: options, their :class:`~hybrid_utils.config.TrainConfig`, and running it.
 
-Used by ``python -m hybrid_utils train`` and ``python -m hybrid_utils.study.cli_train``. Every
-default comes from :class:`~hybrid_utils.config.TrainConfig`, so from the ``cpu`` profile.
-The same entry point runs under ``torchrun`` / ``accelerate launch`` (see
-``docs/distributed.md``)::
+Used by ``python -m hybrid_utils train`` and ``python -m hybrid_utils.study.cli_train``. The options are
+the fields of :class:`~hybrid_utils.config.TrainConfig` (``--<field-name>``, with the field's type and default;
+:data:`OPTIONS` adds help texts, choices and the few flags spelled otherwise), so every default comes from
+``TrainConfig``, so from the ``cpu`` profile; ``--paper`` takes the ``gpu-paper`` profile's settings
+(:data:`hybrid_utils.profiles.PAPER_FIELDS`). The same entry point runs under ``torchrun`` /
+``accelerate launch`` (see ``docs/distributed.md``)::
 
     python -m hybrid_utils.study.cli_train --method hybrid --train-on mlqa-r --output runs/hybrid-mlqa-r
 """
@@ -12,115 +14,146 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
+from dataclasses import MISSING, Field, fields
+from pathlib import Path
 from typing import Sequence
 
-from ..config import METHOD_NAMES, PAPER_BATCH_SIZE, PAPER_LEARNING_RATE, TRAINABLE, ZERO_SHOT, TrainConfig
+from ..adversarial import ADVERSARIES, SCHEDULES
+from ..batch_groups import LANGUAGE_WEIGHTS
+from ..config import METHOD_NAMES, PROTOCOLS, TRAINABLE, ZERO_SHOT, TrainConfig
+from ..profiles import DEFAULT_PROFILE, PAPER_FIELDS, PAPER_PROFILE, PROFILES, RUN_FIELDS, TUNED
 from ..runs import _is_main_process, load_train_log
 
-__all__ = ["add_train_arguments", "config_from_args", "run_train_command", "main"]
+__all__ = ["OPTIONS", "add_train_arguments", "config_from_args", "run_train_command", "main"]
 
 
-def _defaults_text(train_on: str) -> str:
-    from ..profiles import PROFILES
+def _name_or_none(value: str) -> str | None:
+    """``none``, ``no``, ``off`` or an empty string: None; anything else as it is."""
+    return None if value.lower() in ("none", "no", "off", "") else value
 
-    v = PROFILES["cpu"].training_defaults(train_on)
-    return f"{v['steps']} steps, lr {v['learning_rate']:g}, scale {v['scale']:g}, top {v['num_trainable_layers']} layers"
+
+def _bf16(value: str) -> bool | str:
+    choices = {"auto": "auto", "on": True, "off": False}
+    if value not in choices:
+        raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose from auto, on, off)")
+    return choices[value]
+
+
+#: Per :class:`TrainConfig` field: its help text and, where the option is not ``--<field-name>`` of the field's
+#: type, its flags and argparse settings. A field missing here still gets its option (``--<field-name>``).
+OPTIONS: dict[str, dict] = {
+    "method": {"choices": list(METHOD_NAMES), "help": "batching method"},
+    "train_on": {"help": "mlqa-r, xquad-r or a folder of LAReQA files"},
+    "model": {"help": "'bundled', a local folder or a Hub name"},
+    "output_dir": {"flags": ("--output", "--output-dir"), "help": "run folder (default runs/<method>-<train-on>)"},
+    "alpha": {"help": "P(monolingual batch) for hybrid"},
+    "language_weights": {"choices": list(LANGUAGE_WEIGHTS),
+                         "help": "a batch's language (pair) drawn in proportion to its pairs (size) or uniformly"},
+    "batch_size": {"help": "pairs per batch and process"},
+    "steps": {"help": "optimizer steps"},
+    "learning_rate": {"flags": ("--lr", "--learning-rate"), "help": "learning rate"},
+    "warmup": {"help": "warm-up: fraction (<1) or steps"},
+    "weight_decay": {"help": "AdamW weight decay"},
+    "seed": {"help": "training seed (batches, dropout, re-initialised and discriminator weights)"},
+    "scale": {"help": "InfoNCE scale = 1/temperature"},
+    "max_seq_length": {"help": "truncation while training (0: the model's own)"},
+    "trainable": {"choices": list(TRAINABLE), "help": "what is fine-tuned"},
+    "num_trainable_layers": {"help": "top layers trained with --trainable cpu-default"},
+    "reinit_top_layers": {"help": "re-initialise the top N layers before training; not given, 0 with another --model "
+                                  "or --trainable than the profile's"},
+    "languages": {"nargs": "+", "help": "training languages (default: all)"},
+    "limit_pairs": {"help": "about this many pairs, for quick runs (0: all)"},
+    "eval_holdout": {"help": "fraction of question ids held out of training"},
+    "exclude_overlap_with": {"type": _name_or_none,
+                             "help": "drop pairs overlapping this data set: auto (the protocol's evaluation set), "
+                                     "a name/folder, or none"},
+    "lambda_max": {"help": "adversarial: final GRL lambda"},
+    "lambda_schedule": {"choices": list(SCHEDULES), "help": "adversarial: how lambda ramps up"},
+    "lambda_gamma": {"help": "adversarial: steepness of the ganin ramp"},
+    "lambda_warmup": {"help": "adversarial: fraction of steps with lambda 0 at the start"},
+    "adversary": {"choices": list(ADVERSARIES),
+                  "help": "adversarial: gradient reversal or a confusion loss towards uniform"},
+    "discriminator_hidden": {"help": "adversarial: hidden units of the language discriminator"},
+    "discriminator_lr": {"help": "adversarial: the discriminator's learning rate"},
+    "discriminator_queue": {"help": "adversarial: embeddings of earlier batches the discriminator also sees"},
+    "discriminator_warm_start": {"help": "adversarial: discriminator-only steps before training"},
+    "discriminator_heldout_every": {"help": "adversarial: log the discriminator's held-out accuracy every N steps"},
+    "prefix_cache": {"flags": ("--no-prefix-cache",),
+                     "help": "recompute the frozen lower layers at every step (slower; same loss and gradients)"},
+    "save_steps": {"help": "checkpoint every N steps"},
+    "save_total_limit": {"help": "checkpoints kept while training"},
+    "keep_checkpoints": {"help": "keep checkpoints/ after a finished run"},
+    "resume": {"flags": ("--no-resume",), "action": "store_const", "const": False,
+               "help": "start from scratch even if a checkpoint exists"},
+    "bf16": {"type": _bf16, "metavar": "{auto,on,off}",
+             "help": "bfloat16 autocast; auto = on for CUDA bf16 GPUs and CPUs with AMX, fp16 on CUDA GPUs without "
+                     "bf16 (e.g. a T4), else fp32; off = fp32"},
+    "num_threads": {"help": "torch CPU threads"},
+    "device": {"help": "cpu, cuda, ... (default: cuda if available)"},
+    "show_progress": {"flags": ("--no-progress",), "help": "no progress bar"},
+    "record_batches": {"help": "write batches-rank<r>.jsonl with the languages of every batch"},
+}
+
+
+def _profile_default(name: str, defaults: TrainConfig) -> str:
+    """The value a field left unset takes: the default profile's (per training set for the tuned ones)."""
+    if name in TUNED:
+        per_set = "; ".join(f"{t}: {getattr(TrainConfig(train_on=t, method=defaults.method), name)}"
+                            for t in PROTOCOLS)
+        return f"default: the {DEFAULT_PROFILE} profile's for the training set, {per_set}"
+    value = getattr(defaults, name)
+    return f"default: the {DEFAULT_PROFILE} profile's, {'none' if value is None else value}"
+
+
+def _option(field: Field, hint, defaults: TrainConfig) -> tuple[tuple[str, ...], dict]:
+    """The flags and ``add_argument`` settings of a :class:`TrainConfig` field: its type, its default."""
+    if field.default is MISSING:  # pragma: no cover - every field has a default (TrainConfig() works)
+        raise TypeError(f"TrainConfig.{field.name} has no default")
+    spec = dict(OPTIONS.get(field.name, {}))
+    flag = "--" + field.name.replace("_", "-")
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    settings = {"dest": field.name, "default": field.default}
+    if hint is bool:
+        settings["action"] = "store_false" if field.default else "store_true"
+        flag = f"--no-{flag[2:]}" if field.default else flag
+    elif "action" not in spec and "type" not in spec:
+        kind = kinds[0]
+        if typing.get_origin(kind) is tuple:
+            kind, settings["nargs"] = typing.get_args(kind)[0], "+"
+        settings["type"] = kind
+    flags = spec.pop("flags", (flag,))
+    help_text = spec.pop("help", field.name.replace("_", " "))
+    if field.name in RUN_FIELDS and field.default is None:
+        help_text += f" ({_profile_default(field.name, defaults)})"
+    elif field.default is not None and "action" not in settings and "action" not in spec:
+        help_text += f" (default {field.default})"
+    return flags, {**settings, **spec, "help": help_text}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``train`` options to ``parser`` (``python -m hybrid_utils train`` and ``python -m hybrid_utils.training``)."""
-    d = TrainConfig()
-    parser.add_argument("--method", choices=list(METHOD_NAMES), default=d.method, help="batching method (default %(default)s)")
-    parser.add_argument("--train-on", default=d.train_on,
-                        help="mlqa-r, xquad-r or a folder of LAReQA files (default %(default)s)")
-    parser.add_argument("--model", default=d.model, help="'bundled', a local folder or a Hub name (default %(default)s)")
-    parser.add_argument("--output", "--output-dir", dest="output_dir", default=None,
-                        help="run folder (default runs/<method>-<train-on>)")
-    parser.add_argument("--alpha", type=float, default=d.alpha, help="P(monolingual batch) for hybrid (default %(default)s)")
-    parser.add_argument("--language-weights", choices=["size", "uniform"], default=d.language_weights,
-                        help="a batch's language (pair) drawn in proportion to its pairs (size) or uniformly "
-                             "(default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per batch and process (default %(default)s)")
-    tuned = "; ".join(f"{name}: {_defaults_text(name)}" for name in ("mlqa-r", "xquad-r"))
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimizer steps (default: the cpu profile's for the training set: {tuned})")
-    parser.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None,
-                        help=f"learning rate (default: the cpu profile's for the training set; the paper's is "
-                             f"{PAPER_LEARNING_RATE:g})")
-    parser.add_argument("--warmup", type=float, default=d.warmup, help="warm-up: fraction (<1) or steps (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--scale", type=float, default=None,
-                        help="InfoNCE scale = 1/temperature (default: the cpu profile's for the training set)")
-    parser.add_argument("--max-seq-length", type=int, default=None,
-                        help=f"truncation while training (default {d.max_seq_length})")
-    parser.add_argument("--trainable", choices=list(TRAINABLE), default=None,
-                        help=f"what is fine-tuned (default {d.trainable})")
-    parser.add_argument("--num-trainable-layers", type=int, default=None,
-                        help="top layers trained with --trainable cpu-default (default: the cpu profile's)")
+    """Add the ``train`` options to ``parser``: one per :class:`TrainConfig` field, and ``--paper``."""
+    defaults = TrainConfig()
+    hints = typing.get_type_hints(TrainConfig)
+    for field in fields(TrainConfig):
+        flags, settings = _option(field, hints[field.name], defaults)
+        parser.add_argument(*flags, **settings)
+    paper = PROFILES[PAPER_PROFILE].train_settings()
+    settings = ", ".join(f"{name.replace('_', ' ')} {paper[name]:g}" if isinstance(paper[name], float)
+                         else f"{name.replace('_', ' ')} {paper[name]}" for name in PAPER_FIELDS)
     parser.add_argument("--paper", action="store_true",
-                        help=f"the paper's settings: lr {PAPER_LEARNING_RATE:g}, batch {PAPER_BATCH_SIZE}, "
-                             "full fine-tuning, max-seq-length 128 (explicit flags still win)")
-    parser.add_argument("--languages", nargs="+", default=None, help="training languages (default: all)")
-    parser.add_argument("--limit-pairs", type=int, default=d.limit_pairs, help="about this many pairs, for quick runs")
-    parser.add_argument("--eval-holdout", type=float, default=d.eval_holdout,
-                        help="fraction of question ids held out of training (default %(default)s)")
-    parser.add_argument("--exclude-overlap-with", default=d.exclude_overlap_with,
-                        help="drop pairs overlapping this data set: auto (the protocol's evaluation set), "
-                             "a name/folder, or none (default %(default)s)")
-    parser.add_argument("--lambda-max", type=float, default=d.lambda_max, help="adversarial: final GRL lambda")
-    parser.add_argument("--lambda-schedule", choices=["ganin", "constant", "linear"], default=d.lambda_schedule)
-    parser.add_argument("--discriminator-lr", type=float, default=d.discriminator_lr)
-    parser.add_argument("--lambda-warmup", type=float, default=d.lambda_warmup,
-                        help="adversarial: fraction of steps with lambda 0 at the start (default %(default)s)")
-    parser.add_argument("--discriminator-queue", type=int, default=d.discriminator_queue,
-                        help="adversarial: embeddings of earlier batches the discriminator also sees (default %(default)s)")
-    parser.add_argument("--adversary", choices=["reversal", "confusion"], default=d.adversary,
-                        help="adversarial: gradient reversal or a confusion loss towards uniform (default %(default)s)")
-    parser.add_argument("--reinit-top-layers", type=int, default=d.reinit_top_layers,
-                        help="re-initialise the top N layers before training (default %(default)s)")
-    parser.add_argument("--no-prefix-cache", action="store_true",
-                        help="recompute the frozen lower layers at every step (slower; same loss and gradients)")
-    parser.add_argument("--save-steps", type=int, default=d.save_steps, help="checkpoint every N steps (default %(default)s)")
-    parser.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a finished run")
-    parser.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
-    parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                        help="bfloat16 autocast; auto = on for CUDA bf16 GPUs and CPUs with AMX, fp16 on CUDA GPUs "
-                             "without bf16 (e.g. a T4), else fp32; off = fp32 (default %(default)s)")
-    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--record-batches", action="store_true",
-                        help="write batches-rank<r>.jsonl with the languages of every batch")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+                        help=f"the paper's settings, as the {PAPER_PROFILE} profile has them: {settings} "
+                             "(explicit options still win)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A :class:`TrainConfig` from parsed :func:`add_train_arguments` options."""
-    d = TrainConfig()
-    paper = getattr(args, "paper", False)
-    exclude = args.exclude_overlap_with
-    if exclude is not None and str(exclude).lower() in ("none", "no", "off", ""):
-        exclude = None
-    return TrainConfig(
-        method=args.method, train_on=args.train_on, model=args.model, output_dir=args.output_dir,
-        alpha=args.alpha, language_weights=getattr(args, "language_weights", d.language_weights),
-        batch_size=args.batch_size if not (paper and args.batch_size == d.batch_size) else PAPER_BATCH_SIZE,
-        steps=args.steps,
-        learning_rate=args.learning_rate if args.learning_rate is not None else (
-            PAPER_LEARNING_RATE if paper else None),
-        warmup=args.warmup, seed=args.seed, scale=args.scale,
-        max_seq_length=args.max_seq_length if args.max_seq_length is not None else (128 if paper else d.max_seq_length),
-        trainable=args.trainable or ("full" if paper else d.trainable),
-        num_trainable_layers=args.num_trainable_layers,
-        languages=tuple(args.languages) if args.languages else None, limit_pairs=args.limit_pairs,
-        eval_holdout=args.eval_holdout, exclude_overlap_with=exclude,
-        lambda_max=args.lambda_max, lambda_schedule=args.lambda_schedule, discriminator_lr=args.discriminator_lr,
-        lambda_warmup=args.lambda_warmup, discriminator_queue=args.discriminator_queue,
-        adversary=args.adversary, reinit_top_layers=args.reinit_top_layers, prefix_cache=not args.no_prefix_cache,
-        save_steps=args.save_steps, keep_checkpoints=args.keep_checkpoints,
-        resume=not args.no_resume and "auto", bf16={"on": True, "off": False}.get(args.bf16, "auto"), num_threads=args.num_threads, device=args.device,
-        show_progress=not args.no_progress, record_batches=args.record_batches,
-    )
+    """A :class:`TrainConfig` from parsed :func:`add_train_arguments` options (unset ones: its own defaults)."""
+    values = {field.name: getattr(args, field.name) for field in fields(TrainConfig) if hasattr(args, field.name)}
+    if getattr(args, "paper", False):
+        paper = PROFILES[PAPER_PROFILE].train_settings(Path(str(values["train_on"])).name, values["method"])
+        values.update({name: paper[name] for name in PAPER_FIELDS if values.get(name) is None})
+    return TrainConfig(**values)
 
 
 def run_train_command(args: argparse.Namespace) -> int:

@@ -30,9 +30,9 @@ import pandas as pd
 from ..config import ZERO_SHOT
 from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir
 from ..profiles import Profile, get_profile
-from ..results import model_slug, result_name
+from ..results import load_seed_results, model_slug, result_name
 from .report import SWEEP_COLUMNS
-from .timing import StageTimer, write_timing
+from .timing import ReuseCounter, StageTimer, write_timing
 
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
@@ -64,6 +64,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
     from .tabulate import add_postprocessed, seed_rows, tabulate_study
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    log = ReuseCounter(log)  # counts what existed and was reused, for timing.json's from_scratch
     methods = list(methods or profile.methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -93,7 +94,7 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
             add_postprocessed(results, ZERO_SHOT, eval_on, result)
             for method in methods:
                 for seed in seeds:
-                    out_dir = study_run_dir(profile, model, method, train_on, seed, study)
+                    out_dir = run_dir(profile, model, method, train_on, seed)
                     log(f"== {model_slug(model)}: {method} (seed {seed}), train on {train_on} -> evaluate on {eval_on}")
                     start = time.perf_counter()
                     ensure_run(profile, method, train_on, model, log=log, seed=seed, output_dir=str(out_dir))
@@ -114,10 +115,28 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
         from .language_weighting import language_weights_study
         language_weights_study(profile, seeds=seeds, train_sets=train_sets, evaluate=evaluate, timer=timer, log=log)
 
-    summary = tabulate_study(profile, rows, results, sweep, timer)
-    write_timing(timer, Path(profile.results_dir), profile, study, seeds, protocols, started)
+    if not study and _holds_other_seeds(profile, seeds):  # e.g. the committed study: keep its tables whole
+        log("  the results folder holds evaluations of other seeds too (a study): the tables cover all of them")
+        from .tabulate import retabulate
+        summary = retabulate(profile, log=log)
+    else:
+        summary = tabulate_study(profile, rows, results, sweep, timer)
+    write_timing(timer, Path(profile.results_dir), profile, study, seeds, protocols, started,
+                 from_scratch=log.reused == 0)
     log("\nTime per stage\n" + timer.table())
     return summary
+
+
+def _holds_other_seeds(profile: Profile, seeds) -> bool:
+    """True when ``profile.results_dir`` has evaluations of trained models with seeds other than ``seeds``.
+
+    Then a one-seed ``reproduce`` must not tabulate its seed alone: that would overwrite the study's summary,
+    comparisons and README block with one-seed versions.
+    """
+    slugs = {model_slug(model) for model in profile.models}
+    saved = load_seed_results(profile.results_dir)
+    return any(result.get("seed") not in seeds for (model, method, _), results in saved.items()
+               if model in slugs and method in profile.methods for result in results)
 
 
 def _choose_lambda_first(profile: Profile, evaluate: "Evaluator", timer: "StageTimer", log=print) -> Profile:
@@ -133,14 +152,6 @@ def _choose_lambda_first(profile: Profile, evaluate: "Evaluator", timer: "StageT
     return replace(profile, lambda_max=chosen["lambda_max"])
 
 
-def study_run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int, study: bool) -> Path:
-    """Where :func:`reproduce` trains ``method``: in the study, the adversarial runs of the sweep's protocol are the
-    sweep's runs at the chosen ``lambda_max`` (trained once, not again)."""
-    if study and method == "adversarial" and train_on == profile.sweep_train_on and profile.lambda_max in profile.lambda_sweep:
-        return sweep_dir(profile, model, profile.lambda_max, seed)
-    return run_dir(profile, model, method, train_on, seed)
-
-
 def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "StageTimer | None" = None,
                  lambdas=None, seeds=None, log=print, eval_set: bool = True, eval_seeds=None) -> pd.DataFrame:
     """The adversarial method at each ``lambda_max`` and seed; writes ``adversarial_sweep.csv``.
@@ -152,7 +163,7 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     the last tenth of training (chance: 1 / languages). With ``eval_set`` the runs are also evaluated on the
     full evaluation pool (the other columns): an exploration, never used to choose; ``eval_seeds`` limits it to
     those seeds (the study explores one seed: the chosen value's other seeds are the study's adversarial runs).
-    The runs at the profile's own ``lambda_max`` are the study's adversarial runs (:func:`study_run_dir`).
+    The runs at the profile's own ``lambda_max`` are the study's adversarial runs (:func:`hybrid_utils.experiments.run_dir`).
     """
     from ..config import PROTOCOLS
     from ..runs import load_train_log

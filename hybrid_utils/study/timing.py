@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..profiles import Profile
 
-__all__ = ["StageTimer", "write_timing"]
+__all__ = ["ReuseCounter", "StageTimer", "write_timing"]
 
 
 @dataclass
@@ -37,12 +37,32 @@ class StageTimer:
         return "\n".join(lines)
 
 
+class ReuseCounter:
+    """A progress log that passes every line on and counts the ``[skip]`` lines.
+
+    :func:`~hybrid_utils.experiments.ensure_run` and :class:`~hybrid_utils.experiments.Evaluator` write one
+    ``[skip]`` line for each run or evaluation that existed and was reused, so ``reused == 0`` at the end of a
+    ``reproduce`` call means it computed everything itself (``from_scratch`` in ``timing.json``; the frozen-layer
+    caches live in memory only, so a new process always starts them empty).
+    """
+
+    def __init__(self, log=print):
+        self.log = log.log if isinstance(log, ReuseCounter) else log
+        self.reused = 0
+
+    def __call__(self, message) -> None:
+        self.reused += "[skip]" in str(message)
+        if self.log is not None:
+            self.log(message)
+
+
 def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study: bool, seeds, protocols=(),
-                 started: float | None = None) -> Path:
+                 started: float | None = None, from_scratch: bool | None = None) -> Path:
     """Append this invocation's seconds per stage to ``timing.json`` (one entry per ``reproduce`` call).
 
     Entries of earlier calls are kept, so a study run as two processes side by side (``train_sets``)
-    and a final tabulating call all show up; ``wall_clock`` is each call's start and end (Unix time).
+    and a final tabulating call all show up; ``wall_clock`` is each call's start and end (Unix time);
+    ``from_scratch`` is true when no run or evaluation was reused (:class:`ReuseCounter`).
     """
     import torch
 
@@ -53,7 +73,7 @@ def write_timing(timer: "StageTimer", results_dir: Path, profile: Profile, study
         previous = json.loads(path.read_text()).get("invocations", [])
     except (OSError, ValueError, AttributeError):
         previous = []
-    entry = {"profile": profile.name, "study": bool(study), "seeds": list(seeds),
+    entry = {"profile": profile.name, "study": bool(study), "from_scratch": from_scratch, "seeds": list(seeds),
              "protocols": [list(p) for p in protocols],
              "wall_clock": [round(started or time.time(), 1), round(time.time(), 1)],
              "total_seconds": round(sum(timer.seconds.values()), 1),

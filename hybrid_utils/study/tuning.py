@@ -35,6 +35,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 from transformers import TrainerCallback
 
+from ..profiles import TUNING_EVAL_EVERY, TUNING_GRID, TUNING_SEED, TUNING_STEPS
+
 __all__ = ["ValidationCallback", "validation_dataset", "validate_run", "train_and_validate", "validation_row", "choose_lambda",
            "VALIDATION_COLUMNS", "tune", "choose", "describe_tuning", "DEFAULT_GRID",
            "TUNED_METHODS"]
@@ -141,7 +143,8 @@ class ValidationCallback(TrainerCallback):
             self.measure(state.global_step)
 
 
-DEFAULT_GRID = {"learning_rate": (1e-4, 3e-4), "scale": (20.0, 50.0)}
+#: the grid every method is tuned on (defined in :mod:`hybrid_utils.profiles` with the rest of the tuning budget)
+DEFAULT_GRID = TUNING_GRID
 #: every trained method of the study gets the same grid and the same steps (equal tuning budget); the adversarial
 #: method's lambda is chosen by the lambda sweep on the same held-out questions (``adversarial_sweep.csv``)
 TUNED_METHODS = ("monolingual", "cross-lingual", "hybrid", "adversarial")
@@ -184,9 +187,9 @@ def train_and_validate(config, train_on: str, eval_every: int) -> tuple[list[dic
 
 
 def tune(train_on: str = "mlqa-r", methods: Sequence[str] = TUNED_METHODS, grid: Mapping[str, Sequence] | None = None,
-         steps: int = 200, eval_every: int = 40, output: str | Path | None = None,
+         steps: int = TUNING_STEPS, eval_every: int = TUNING_EVAL_EVERY, output: str | Path | None = None,
          runs_dir: str | Path = "runs/tuning", log=print, choose_with: Mapping | None = None,
-         **overrides) -> pd.DataFrame:
+         seed: int = TUNING_SEED, **overrides) -> pd.DataFrame:
     """Train every method at every point of ``grid`` on ``train_on`` and track validation mAP.
 
     Every method gets the same grid, steps and validation questions: the same tuning budget.
@@ -196,7 +199,8 @@ def tune(train_on: str = "mlqa-r", methods: Sequence[str] = TUNED_METHODS, grid:
     for other grid points) one row per method, grid point and evaluated step. A grid point whose rows
     are already there is not trained again, so an interrupted search resumes. The choice per method
     (:func:`choose`) goes to ``<output>.json``; ``choose_with`` restricts it to grid points with these
-    values. ``overrides`` go to every run's config.
+    values. ``seed``: every run's training seed (:data:`hybrid_utils.profiles.TUNING_SEED`, the committed
+    evidence's). ``overrides`` go to every run's config.
     """
     from ..config import TrainConfig
 
@@ -213,8 +217,8 @@ def tune(train_on: str = "mlqa-r", methods: Sequence[str] = TUNED_METHODS, grid:
             if _done(frame, method, point, steps):
                 log(f"{label}: already in {output}")
                 continue
-            settings = dict(method=method, train_on=train_on, steps=int(steps), save_steps=0, resume=False,
-                            output_dir=str(Path(runs_dir) / name / label), show_progress=False)
+            settings = dict(method=method, train_on=train_on, steps=int(steps), seed=int(seed), save_steps=0,
+                            resume=False, output_dir=str(Path(runs_dir) / name / label), show_progress=False)
             config = TrainConfig(**{**settings, **overrides, **point})
             rows, seconds, n_questions = train_and_validate(config, train_on, eval_every)
             fixed = {"train_on": name, "method": method, "learning_rate": config.learning_rate, "scale": config.scale,

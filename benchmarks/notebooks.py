@@ -1,0 +1,201 @@
+"""How long each chapter takes: every notebook executed in a fresh kernel, wall-clock seconds recorded.
+
+Each chapter (``notebooks/0*.ipynb``; with ``--solutions`` also ``solutions/*.ipynb``) runs with papermill in a
+new kernel, in the chosen profile (``$HYBRID_PROFILE``), from its own folder as Jupyter would run it
+(``setup()`` then works from the repository root). The seconds, the date and the machine (CPU model, whether
+it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses) go to ``--out``, which
+:func:`hybrid_utils.notebook.chapter_cost` reads for the line each chapter prints about its cost.
+
+* ``--write`` writes each executed notebook back in place (only when it ran without error), so the committed
+  outputs and the recorded times come from one run.
+* ``--from-scratch`` runs the chapters, in book order, in a temporary folder with an empty ``results/`` and no
+  ``runs/``: everything the chapters read is computed first. Hours in the ``cpu`` profile; not with ``--write``.
+
+``seconds`` are wall-clock, which other processes on the machine stretch: the load average before and after
+each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much.
+
+    python benchmarks/notebooks.py                                   # every chapter, cpu profile
+    python benchmarks/notebooks.py --only 03 05 --write              # two chapters, outputs written back
+    python benchmarks/notebooks.py --profile smoke --only 01 --out /tmp/times.json
+
+``--out`` (default ``results/notebook_times.json``) holds ``{"measurements": [...]}``, one entry per chapter,
+profile and mode (``"committed results"`` or ``"from scratch"``); a new measurement replaces the old one::
+
+    {"chapter": "03_fine_tuning", "kind": "chapter", "profile": "cpu", "mode": "committed results",
+     "seconds": 252.1, "cpu_seconds": 431.0, "ok": true, "error": null, "written": true, "date": "2026-12-06",
+     "load_average": [1.9, 2.1],
+     "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "amx_bf16": false, "torch_threads": 2,
+                 "precision": "fp32", "gpu": null}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # hybrid_utils from this checkout
+
+from hybrid_utils.notebook import COMMITTED, FROM_SCRATCH, NOTEBOOK_TIMES  # noqa: E402
+from hybrid_utils.profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, get_profile  # noqa: E402
+
+
+def notebooks(only=(), solutions: bool = False, root: Path = ROOT) -> list[Path]:
+    """The chapters (and worked solutions) in book order, or those whose name starts with one of ``only``."""
+    found = sorted((root / "notebooks").glob("0*.ipynb"))
+    if solutions:
+        found += sorted((root / "solutions").glob("*.ipynb"))
+    return [p for p in found if not only or any(p.name.startswith(prefix) for prefix in only)]
+
+
+def cpu_info() -> tuple[str, bool]:
+    """The CPU's model name and whether it has AMX bf16 tiles (``lscpu``, else ``/proc/cpuinfo``)."""
+    text = ""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        model, flags = fields.get("Model name", "").strip(), fields.get("Flags", "").split()
+    except (OSError, subprocess.CalledProcessError):
+        model, flags = "", []
+    if not model or not flags:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+        for line in cpuinfo.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = value.split()
+    return model or platform.processor() or platform.machine(), "amx_bf16" in flags
+
+
+def machine(profile) -> dict:
+    import torch
+
+    cpu, amx = cpu_info()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    precision = {"fp32": "fp32", "bf16": "bf16"}.get(profile.precision) or ("bf16" if amx else "fp32")
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "amx_bf16": amx, "torch_threads": torch.get_num_threads(),
+            "precision": "gpu" if gpu else precision, "gpu": gpu}
+
+
+def execute(path: Path, profile: str, cwd: Path, output: Path, timeout: int) -> str | None:
+    """Run ``path`` in a fresh kernel (papermill) into ``output``; the error as text, None when it ran."""
+    import papermill
+
+    saved = {name: os.environ.get(name) for name in (PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV)}
+    os.environ[PROFILE_ENV] = profile  # the kernel inherits it; the notebook keeps PROFILE = None
+    os.environ.pop(STUDY_ENV, None)
+    os.environ.pop(TRAIN_SETS_ENV, None)
+    try:
+        papermill.execute_notebook(str(path), str(output), cwd=str(cwd), progress_bar=False,
+                                   execution_timeout=timeout)
+        return None
+    except Exception as err:  # noqa: BLE001 - a failed chapter is recorded, the others still run
+        return f"{type(err).__name__}: {err}".strip()[-2000:]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children: the kernels, counted once they have exited."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int, info: dict) -> dict:
+    with tempfile.TemporaryDirectory(prefix="notebook-times-") as tmp:
+        output = Path(tmp) / path.name
+        load_before = os.getloadavg()[0]
+        start, cpu_start = time.perf_counter(), children_cpu_seconds()
+        error = execute(path, profile.name, cwd, output, timeout)
+        seconds, cpu_seconds = time.perf_counter() - start, children_cpu_seconds() - cpu_start
+        written = bool(write and error is None)
+        if written:
+            shutil.copyfile(output, path)
+    return {"chapter": path.stem, "kind": "solution" if path.parent.name == "solutions" else "chapter",
+            "profile": profile.name, "mode": mode, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+            "ok": error is None,
+            "error": error, "written": written, "date": datetime.date.today().isoformat(),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "machine": info}
+
+
+def record(out: Path, entries: list[dict]) -> None:
+    """Merge ``entries`` into ``out``: a new measurement replaces the one of the same chapter, profile and mode."""
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8")).get("measurements", [])
+    except (OSError, ValueError, AttributeError):
+        previous = []
+    key = lambda e: (e.get("chapter"), e.get("profile"), e.get("mode"))  # noqa: E731
+    new = {key(e) for e in entries}
+    kept = [e for e in previous if key(e) not in new]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"measurements": kept + entries}, indent=2) + "\n", encoding="utf-8")
+
+
+def table(entries: list[dict]) -> str:
+    rows = [("notebook", "seconds", "minutes", "CPU seconds", "result")]
+    rows += [(e["chapter"], f"{e['seconds']:.1f}", f"{e['seconds'] / 60:.1f}", f"{e['cpu_seconds']:.1f}",
+              "ok" + (", written" if e["written"] else "") if e["ok"] else "FAILED") for e in entries]
+    total = sum(e["seconds"] for e in entries)
+    rows.append(("total", f"{total:.1f}", f"{total / 60:.1f}", f"{sum(e['cpu_seconds'] for e in entries):.1f}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", help="the run profile (default: cpu)")
+    parser.add_argument("--only", nargs="*", default=(), help="notebook name prefixes, e.g. 03 05 (default: all)")
+    parser.add_argument("--solutions", action="store_true", help="the worked solutions too")
+    parser.add_argument("--out", default=str(ROOT / NOTEBOOK_TIMES), help=f"the JSON file (default: {NOTEBOOK_TIMES})")
+    parser.add_argument("--write", action="store_true", help="write each executed notebook back in place")
+    parser.add_argument("--from-scratch", action="store_true", help="empty results/ and runs/ (temporary folder)")
+    parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per cell (default: 6 hours)")
+    args = parser.parse_args(argv)
+    if args.write and args.from_scratch:
+        parser.error("--write writes the outputs of the committed results' run; not with --from-scratch")
+    profile = get_profile(args.profile)
+    paths = notebooks(args.only, args.solutions)
+    if not paths:
+        parser.error(f"no notebook matches {args.only}")
+    info = machine(profile)
+    print(f"profile {profile.name}; {info['cpu']} ({info['cpu_count']} cores, AMX bf16: {info['amx_bf16']}, "
+          f"torch threads {info['torch_threads']}, {info['precision']}); {len(paths)} notebooks", flush=True)
+    entries = []
+    with tempfile.TemporaryDirectory(prefix="from-scratch-") as scratch:
+        if args.from_scratch:
+            (Path(scratch) / "results").mkdir()  # present and empty: nothing is read, nothing is fetched
+        for path in paths:
+            cwd = Path(scratch) if args.from_scratch else path.parent
+            entry = measure(path, profile, FROM_SCRATCH if args.from_scratch else COMMITTED, cwd, args.write,
+                            args.timeout, info)
+            entries.append(entry)
+            print(f"{entry['chapter']}: {entry['seconds']:.1f} s" + ("" if entry["ok"] else f"  FAILED: {entry['error']}"),
+                  flush=True)
+    record(Path(args.out), entries)
+    print(table(entries))
+    print(f"written to {args.out}")
+    return 0 if all(e["ok"] for e in entries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""``chapter_cost``: one line per chapter from results/notebook_times.json, "not measured yet" rather than a guess."""
+
+import json
+
+import pytest
+
+from hybrid_utils.notebook import COMMITTED, FROM_SCRATCH, chapter_cost
+
+MACHINE = {"cpu": "AMD EPYC", "cpu_count": 2, "amx_bf16": False, "precision": "fp32", "torch_threads": 2}
+
+
+def entry(chapter="03_fine_tuning", seconds=252.0, mode=COMMITTED, profile="cpu", date="2026-01-10", kind="chapter",
+          **extra):
+    return {"chapter": chapter, "kind": kind, "profile": profile, "mode": mode, "seconds": seconds,
+            "ok": True, "date": date, "machine": dict(MACHINE), **extra}
+
+
+def write(tmp_path, entries):
+    path = tmp_path / "notebook_times.json"
+    path.write_text(json.dumps({"measurements": entries}))
+    return path
+
+
+def test_a_measured_chapter(tmp_path):
+    path = write(tmp_path, [entry(), entry(mode=FROM_SCRATCH, seconds=3 * 3600 + 360, date="2026-01-09")])
+    line = chapter_cost("03_fine_tuning", path)
+    assert line == ("On 2 fp32 cores this chapter took 4.2 minutes with the committed results (measured 2026-01-10, "
+                    "AMD EPYC); from scratch: 3.1 hours (measured 2026-01-09, AMD EPYC); "
+                    "on a Colab T4 (gpu profile): not measured yet.")
+    assert "\n" not in line
+    # the number, a notebook path and a file name name the same chapter
+    assert chapter_cost("03", path) == chapter_cost("notebooks/03_fine_tuning.ipynb", path) == line
+
+
+@pytest.mark.parametrize("content", [None, "not json", json.dumps({"measurements": []}), json.dumps([1, 2])],
+                         ids=["no-file", "garbage", "empty", "wrong-shape"])
+def test_nothing_measured_says_so_and_invents_no_number(tmp_path, content):
+    path = tmp_path / "notebook_times.json"
+    if content is not None:
+        path.write_text(content)
+    line = chapter_cost("05_evaluation", path)
+    assert line.count("not measured yet") == 3
+    assert not any(ch.isdigit() for ch in line.replace("Colab T4", ""))
+
+
+def test_only_this_chapter_profile_and_successful_runs_count(tmp_path):
+    path = write(tmp_path, [
+        entry(chapter="05_evaluation", seconds=100),                      # another chapter
+        entry(chapter="03_fine_tuning_solutions", kind="solution", seconds=5, date="2026-03-01"),  # its solutions
+        entry(profile="smoke", seconds=12),                               # another profile
+        entry(seconds=999, ok=False, error="boom", date="2026-02-01"),    # failed: not a measurement
+        entry(seconds=30, date="2026-01-01"),                             # older
+        entry(seconds=75, date="2026-01-05"),                             # the latest successful one
+    ])
+    line = chapter_cost("03", path)
+    assert line.startswith("On 2 fp32 cores this chapter took 75 seconds with the committed results "
+                           "(measured 2026-01-05, AMD EPYC)")
+    assert "from scratch: not measured yet" in line
+    assert chapter_cost("03_fine_tuning_solutions", path).startswith("On 2 fp32 cores this chapter took 5 seconds")
+
+
+def test_a_gpu_measurement_is_reported_as_measured(tmp_path):
+    gpu = entry(profile="gpu", seconds=600, mode=FROM_SCRATCH)
+    gpu["machine"]["gpu"] = "Tesla T4"
+    line = chapter_cost("03", write(tmp_path, [gpu]))
+    assert line.endswith("on a Colab T4 (gpu profile): 10.0 minutes (measured 2026-01-10, Tesla T4).")
+    assert "committed results (cpu profile) this chapter's time is not measured yet" in line
