@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # hybrid_utils from this checkout
 
 from hybrid_utils.notebook import COMMITTED, FROM_SCRATCH, NOTEBOOK_TIMES  # noqa: E402
-from hybrid_utils.profiles import PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV, get_profile  # noqa: E402
+from hybrid_utils.profiles import get_profile  # noqa: E402
+from hybrid_utils.study.run_notebooks import notebook_environment  # noqa: E402
 
 
 def notebooks(only=(), solutions: bool = False, root: Path = ROOT) -> list[Path]:
@@ -95,22 +96,13 @@ def execute(path: Path, profile: str, cwd: Path, output: Path, timeout: int) -> 
     """Run ``path`` in a fresh kernel (papermill) into ``output``; the error as text, None when it ran."""
     import papermill
 
-    saved = {name: os.environ.get(name) for name in (PROFILE_ENV, STUDY_ENV, TRAIN_SETS_ENV)}
-    os.environ[PROFILE_ENV] = profile  # the kernel inherits it; the notebook keeps PROFILE = None
-    os.environ.pop(STUDY_ENV, None)
-    os.environ.pop(TRAIN_SETS_ENV, None)
     try:
-        papermill.execute_notebook(str(path), str(output), cwd=str(cwd), progress_bar=False,
-                                   execution_timeout=timeout)
+        with notebook_environment(profile):  # the kernel inherits it; the notebook keeps PROFILE = None
+            papermill.execute_notebook(str(path), str(output), cwd=str(cwd), progress_bar=False,
+                                       execution_timeout=timeout)
         return None
     except Exception as err:  # noqa: BLE001 - a failed chapter is recorded, the others still run
         return f"{type(err).__name__}: {err}".strip()[-2000:]
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def children_cpu_seconds() -> float:

@@ -20,7 +20,6 @@ import pandas as pd
 
 from ..experiments import ensure_run, sweep_dir
 from ..profiles import Profile, get_profile
-from ..runs import load_train_log
 
 __all__ = ["ADVERSARIES", "adversary_dir", "compare_adversaries", "summarize_adversaries"]
 
@@ -36,15 +35,6 @@ def adversary_dir(profile: Profile, model: str, adversary: str, lambda_max: floa
     return folder if adversary == "reversal" else folder.with_name(f"{adversary}-{folder.name}")
 
 
-def _discriminator_tail(folder: Path) -> dict:
-    """The discriminator's held-out accuracy and its loss on the batch over the last tenth of training."""
-    log = load_train_log(folder)
-    tail = max(1, len(log) // 10)
-    accuracy = log.get("discriminator_heldout_accuracy", pd.Series(dtype=float)).dropna()
-    return {"discriminator_accuracy": float(accuracy.tail(tail).mean()) if len(accuracy) else None,
-            "discriminator_loss": float(log["adversarial"].tail(tail).mean()) if "adversarial" in log else None}
-
-
 def compare_adversaries(profile: Profile | str | None = None, seeds=None, lambda_max: float | None = None,
                         log=print) -> pd.DataFrame:
     """Train (or reuse) each adversary of :data:`ADVERSARIES` at ``lambda_max`` (default: the profile's) and seed.
@@ -53,7 +43,7 @@ def compare_adversaries(profile: Profile | str | None = None, seeds=None, lambda
     :func:`~hybrid_utils.study.tuning.validation_row`), also written to ``<results_dir>/adversary_comparison.csv``
     after every run, so an interrupted call loses nothing.
     """
-    from .tuning import validation_row
+    from .tuning import discriminator_row, validation_row
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     lambda_max = float(profile.lambda_max if lambda_max is None else lambda_max)
@@ -68,7 +58,7 @@ def compare_adversaries(profile: Profile | str | None = None, seeds=None, lambda
             ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=lambda_max,
                        adversary=adversary, output_dir=str(folder))
             rows.append({"adversary": adversary, "lambda_max": lambda_max, "seed": seed,
-                         **_discriminator_tail(folder), **validation_row(folder)})
+                         **discriminator_row(folder), **validation_row(folder)})
             log(f"  {time.perf_counter() - start:.0f} s")
             out.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(out, index=False)

@@ -166,8 +166,7 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     The runs at the profile's own ``lambda_max`` are the study's adversarial runs (:func:`hybrid_utils.experiments.run_dir`).
     """
     from ..config import PROTOCOLS
-    from ..runs import load_train_log
-    from .tuning import validation_row
+    from .tuning import discriminator_row, validation_row
 
     evaluate = evaluate or Evaluator(profile, log)
     timer = timer or StageTimer()
@@ -194,8 +193,7 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
                 timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
                 row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map", "multilingual_map",
                                                        "language_bias")})
-            tail = load_train_log(folder).get("discriminator_heldout_accuracy", pd.Series(dtype=float)).dropna()
-            row["discriminator_accuracy"] = float(tail.iloc[-max(1, len(tail) // 10):].mean()) if len(tail) else None
+            row["discriminator_accuracy"] = discriminator_row(folder)["discriminator_accuracy"]
             rows.append(row)
             sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
             Path(profile.results_dir).mkdir(parents=True, exist_ok=True)

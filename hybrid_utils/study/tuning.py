@@ -70,6 +70,22 @@ def validate_run(run_dir: str | Path, model=None, probe: bool = True) -> dict:
     return evaluate_lareqa(model, validation, show_progress_bar=False, probe=probe)
 
 
+def discriminator_row(run_dir: str | Path) -> dict:
+    """An adversarial run's discriminator over the last tenth of training, from its log.
+
+    ``discriminator_accuracy``: its accuracy on held-out texts of every language (chance: 1 / languages);
+    ``discriminator_loss``: its cross-entropy on the current batch (far above ln #languages: confidently wrong).
+    None where the log has no such column (a run without an adversary).
+    """
+    from ..runs import load_train_log
+
+    log = load_train_log(run_dir)
+    accuracy = log.get("discriminator_heldout_accuracy", pd.Series(dtype=float)).dropna()
+    loss = log.get("adversarial", pd.Series(dtype=float)).dropna()
+    return {"discriminator_accuracy": float(accuracy.iloc[-max(1, len(accuracy) // 10):].mean()) if len(accuracy) else None,
+            "discriminator_loss": float(loss.iloc[-max(1, len(loss) // 10):].mean()) if len(loss) else None}
+
+
 #: the held-out validation columns of a run (``validation_row``); ``val_score`` is the mean of the three mAPs
 VALIDATION_COLUMNS = ["val_mono_map", "val_cross_map", "val_multilingual_map", "val_language_bias", "val_score",
                       "val_probe_accuracy", "val_probe_accuracy_centered", "val_translation_margin"]
