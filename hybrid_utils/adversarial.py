@@ -76,6 +76,16 @@ from transformers import TrainerCallback
 SCHEDULES = ("ganin", "constant", "linear")
 #: how the encoder is pushed: through the gradient reversal layer, or towards a uniform prediction (AdversarialLoss)
 ADVERSARIES = ("reversal", "confusion")
+#: the ``adversary`` of a lambda sweep's ``lambda_max = 0`` rows: no adversarial gradient reaches the encoder there
+NO_ADVERSARY = "none"
+
+
+def with_adversary(sweep):
+    """A lambda sweep table with an ``adversary`` in every row (rows written before the sweep had one: reversal)."""
+    if "adversary" in sweep and sweep["adversary"].notna().all():
+        return sweep
+    before = sweep["lambda_max"].map(lambda value: NO_ADVERSARY if value == 0 else "reversal")
+    return sweep.assign(adversary=sweep["adversary"].fillna(before) if "adversary" in sweep else before)
 
 
 # --------------------------------------------------------------------------- gradient reversal

@@ -64,9 +64,9 @@ METHODS: dict[str, MethodSpec] = {
     "cross-lingual": MethodSpec(CrossLingualBatchSampler, {}, False, "one language pair X != Y per batch"),
     "hybrid": MethodSpec(HybridBatchSampler, {}, False, "monolingual batch with probability alpha, else cross-lingual"),
     "adversarial": MethodSpec(MonolingualBatchSampler, {}, True,
-                              "monolingual batches + language discriminator behind gradient reversal"),
+                              "monolingual batches + a language discriminator (gradient reversal or confusion)"),
     "hybrid-adversarial": MethodSpec(HybridBatchSampler, {}, True,
-                                     "hybrid batches + language discriminator behind gradient reversal"),
+                                     "hybrid batches + a language discriminator (gradient reversal or confusion)"),
 }
 #: every method name, ``zero-shot`` (no training) first
 METHOD_NAMES = (ZERO_SHOT, *METHODS)
@@ -126,7 +126,7 @@ class TrainConfig:
         lambda_warmup: fraction of the steps at the start during which lambda stays 0 (the
             discriminator learns, the encoder is not pushed yet).
         adversary: ``"reversal"`` (gradient reversal) or ``"confusion"`` (the encoder is pushed towards a
-            uniform language prediction), see :class:`hybrid_utils.losses.AdversarialLoss`.
+            uniform language prediction), see :class:`hybrid_utils.losses.AdversarialLoss` (None: the profile's).
         discriminator_hidden: hidden units of the language discriminator.
         discriminator_lr: learning rate of the discriminator (None: ``learning_rate``).
         discriminator_queue: embeddings of earlier batches the discriminator also classifies,
@@ -180,7 +180,7 @@ class TrainConfig:
     lambda_schedule: str = "ganin"
     lambda_gamma: float = 10.0
     lambda_warmup: float = 0.1
-    adversary: str = "reversal"
+    adversary: str | None = None
     discriminator_hidden: int = 256
     discriminator_lr: float | None = 1e-3
     discriminator_queue: int = 1024

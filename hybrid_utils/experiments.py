@@ -16,23 +16,25 @@ import json
 import time
 from pathlib import Path
 
-from .config import ZERO_SHOT
+from .config import METHODS, ZERO_SHOT
 from .profiles import Profile, get_profile
 from .results import model_slug, result_name
 
 
 def run_dir(profile: Profile, model: str, method: str, train_on: str, seed: int | None = None,
-            lambda_max: float | None = None) -> Path:
+            lambda_max: float | None = None, adversary: str | None = None) -> Path:
     """``<runs_dir>/<model>/<method>-<train_on>-seed<k>`` (default seed: the profile's first).
 
-    An adversarial run on the sweep's training set at a ``lambda_max`` (default: the profile's) that the lambda
-    sweep trains *is* that sweep run (:func:`sweep_dir`): one folder per run, so the study, the default
-    ``reproduce`` and the chapters train it once and share it.
+    An adversarial run on the sweep's training set with an adversary and ``lambda_max`` (default: the profile's)
+    that the lambda sweep trains *is* that sweep run (:func:`sweep_dir`): one folder per run, so the study, the
+    default ``reproduce`` and the chapters train it once and share it.
     """
     seed = profile.seeds[0] if seed is None else int(seed)
     lambda_max = profile.lambda_max if lambda_max is None else float(lambda_max)
-    if method == "adversarial" and train_on == profile.sweep_train_on and lambda_max in profile.lambda_sweep:
-        return sweep_dir(profile, model, lambda_max, seed)
+    adversary = adversary or profile.adversary
+    if (method == "adversarial" and train_on == profile.sweep_train_on and lambda_max in profile.lambda_sweep
+            and (adversary in profile.sweep_adversaries or lambda_max == 0)):
+        return sweep_dir(profile, model, lambda_max, seed, adversary)
     return Path(profile.runs_dir) / model_slug(model) / f"{method}-{train_on}-seed{seed}"
 
 
@@ -177,7 +179,7 @@ def train_config(profile: Profile, method: str, train_on: str, model: str | None
 
     model = model or profile.models[0]
     seed = profile.seeds[0] if seed is None else int(seed)
-    folder = run_dir(profile, model, method, train_on, seed, overrides.get("lambda_max"))
+    folder = run_dir(profile, model, method, train_on, seed, overrides.get("lambda_max"), overrides.get("adversary"))
     study = dict(model=model, output_dir=str(folder), exclude_overlap_with=PROTOCOLS.get(train_on, "auto"))
     return TrainConfig.from_profile(profile, method, train_on, seed=seed, **{**study, **overrides})
 
@@ -217,7 +219,13 @@ def changed_settings(run: Path, config) -> list[str]:
         return ["unreadable train_config.json"]
     saved = saved.get("config", saved)
     wanted = config.to_dict()
-    return [key for key in _RUN_DEFINING if key in saved and saved[key] != wanted.get(key)]
+    changed = [key for key in _RUN_DEFINING if key in saved and saved[key] != wanted.get(key)]
+    # which adversary a run would use matters only where one acts: never for a method without a discriminator, and
+    # not at lambda_max = 0, where the discriminator learns but the encoder ignores it (one run for all: sweep_dir)
+    spec = METHODS.get(str(saved.get("method")))
+    if (spec is not None and not spec.adversarial) or saved.get("lambda_max") == wanted.get("lambda_max") == 0:
+        changed = [key for key in changed if key != "adversary"]
+    return changed
 
 
 def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed: int | None = None,
@@ -241,7 +249,23 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
                      model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
 
 
-def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int) -> Path:
-    """The run folder of the lambda sweep at ``lambda_max``; the study's adversarial runs are those at the chosen value."""
+def _adversary_prefix(lambda_max: float, adversary: str) -> str:
+    """``""`` for gradient reversal (the sweep's first adversary, whose names came first) and at ``lambda_max = 0``,
+    where no adversarial gradient reaches the encoder whatever the adversary (the discriminator learns, the encoder
+    ignores it): that run is one run, shared by every adversary. ``"<adversary>-"`` otherwise."""
+    return "" if adversary == "reversal" or float(lambda_max) == 0 else f"{adversary}-"
+
+
+def sweep_name(lambda_max: float, adversary: str) -> str:
+    """``lambda<v>``, or ``<adversary>-lambda<v>`` for an adversary other than gradient reversal (results folders)."""
+    return f"{_adversary_prefix(lambda_max, adversary)}lambda{float(lambda_max):g}"
+
+
+def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int, adversary: str | None = None) -> Path:
+    """The run folder of the lambda sweep at ``lambda_max`` with ``adversary`` (default: the profile's).
+
+    The study's adversarial runs are those of the chosen adversary and value (:func:`run_dir`).
+    """
+    prefix = _adversary_prefix(lambda_max, adversary or profile.adversary)
     return (Path(profile.runs_dir) / model_slug(model) / "lambda-sweep"
-            / f"adversarial-{profile.sweep_train_on}-lambda{lambda_max:g}-seed{seed}")
+            / f"{prefix}adversarial-{profile.sweep_train_on}-lambda{float(lambda_max):g}-seed{seed}")

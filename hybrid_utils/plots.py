@@ -193,46 +193,50 @@ def plot_loss_curves(logs: dict, ax=None, column: str = "loss", smooth: int = 10
 def plot_lambda_sweep(sweep: pd.DataFrame, chance: float | None = None, axes=None):
     """The lambda sweep on held-out training questions, mean ± sd over seeds: language information (left), score (right).
 
-    Left: the discriminator's own held-out accuracy at the end of training and a freshly trained probe on
-    centred embeddings (where the sweep has it; else the raw probe of the evaluation set). Right: the validation
-    score that chooses lambda (mean of the three mAPs) and the translation margin.
+    One colour per adversary; each line starts at the shared ``lambda_max = 0`` run (no adversary). Left: the
+    discriminator's own held-out accuracy at the end of training (solid) and a freshly trained probe on centred
+    embeddings (dashed; where the sweep has it, else the raw probe of the evaluation set). Right: the validation
+    score that chooses the adversary and lambda (mean of the three mAPs, solid) and the translation margin (dotted).
     """
+    from .adversarial import NO_ADVERSARY, with_adversary
+
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    stats = sweep.groupby("lambda_max").agg(["mean", "std"])
-    xs = np.arange(len(stats))
-
-    def line(ax, key, fmt, label, **kwargs):
-        if key in sweep and sweep[key].notna().any():
-            ax.errorbar(xs, stats[(key, "mean")], yerr=stats[(key, "std")].fillna(0), fmt=fmt, capsize=3,
-                        label=label, **kwargs)
-
-    ax = axes[0]
-    line(ax, "discriminator_accuracy", "o-", "discriminator, held-out texts (end of training)")
+    sweep = with_adversary(sweep)
+    values = sorted(sweep["lambda_max"].unique())
+    position = {value: i for i, value in enumerate(values)}
+    adversaries = [a for a in dict.fromkeys(sweep["adversary"]) if a != NO_ADVERSARY] or [NO_ADVERSARY]
     probe = "val_probe_accuracy_centered" if "val_probe_accuracy_centered" in sweep else "probe_accuracy"
-    line(ax, probe, "s-", "fresh probe, centred embeddings" if probe.startswith("val_") else "fresh probe (evaluation set)")
-    if chance:
-        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance = {chance:.2f}")
-    ax.set_xticks(xs, [f"{v:g}" for v in stats.index])
-    ax.set_xlabel("λ_max")
-    ax.set_ylabel("language-identification accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax = axes[1]
     score = "val_score" if "val_score" in sweep else "multilingual_map"
-    line(ax, score, "o-", "validation score (mean of 3 mAPs)" if score == "val_score" else "multilingual mAP",
-         color="#2ca02c")
-    ax.set_xticks(xs, [f"{v:g}" for v in stats.index])
-    ax.set_xlabel("λ_max")
-    ax.set_ylabel("mAP")
-    twin = ax.twinx()
-    if "val_translation_margin" in sweep:
-        line(twin, "val_translation_margin", "s:", "translation margin", color="#d62728")
-        twin.set_ylabel("translation margin")
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    ax.grid(alpha=0.3)
+    twin = axes[1].twinx()
+    for colour, adversary in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], adversaries):
+        rows = sweep[sweep["adversary"].isin([adversary, NO_ADVERSARY])]
+        stats = rows.groupby("lambda_max").agg({k: ["mean", "std"] for k in (probe, score, "discriminator_accuracy",
+                                                                             "val_translation_margin") if k in rows})
+        xs = [position[v] for v in stats.index]
+
+        def line(ax, key, fmt, label):
+            if key in rows and rows[key].notna().any():
+                ax.errorbar(xs, stats[(key, "mean")], yerr=stats[(key, "std")].fillna(0), fmt=fmt, capsize=3,
+                            color=colour, label=f"{adversary}: {label}")
+
+        line(axes[0], "discriminator_accuracy", "o-", "discriminator (held-out texts, end of training)")
+        line(axes[0], probe, "s--", "fresh probe, centred" if probe.startswith("val_") else "fresh probe (eval set)")
+        line(axes[1], score, "o-", "validation score" if score == "val_score" else "multilingual mAP")
+        line(twin, "val_translation_margin", "s:", "translation margin")
+    if chance:
+        axes[0].axhline(chance, color="k", ls="--", lw=1, label=f"chance = {chance:.2f}")
+    for ax in axes:
+        ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
+        ax.set_xlabel("λ_max")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("language-identification accuracy")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("mAP (mean of mono, cross, multi)" if score == "val_score" else "mAP")
+    twin.set_ylabel("translation margin")
+    handles = axes[1].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    axes[1].legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
     axes[0].figure.tight_layout()
     return axes
 

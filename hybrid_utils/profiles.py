@@ -47,7 +47,7 @@ TUNED = ("steps", "learning_rate", "scale", "num_trainable_layers", "reinit_top_
 #: the :class:`~hybrid_utils.config.TrainConfig` fields a profile sets (:meth:`Profile.train_settings`): the
 #: model is the profile's first, the :data:`TUNED` ones are chosen per training set and method
 RUN_FIELDS = ("model", "alpha", "language_weights", "batch_size", "trainable", "max_seq_length", "limit_pairs",
-              "eval_holdout", "lambda_max", *TUNED)
+              "eval_holdout", "lambda_max", "adversary", *TUNED)
 #: the profile whose run ``TrainConfig()`` and ``python -m hybrid_utils train`` train when nothing else is said
 DEFAULT_PROFILE = "cpu"
 
@@ -111,12 +111,18 @@ class Profile:
     # Ganin & Lempitsky's schedule ramps the reversal strength to 1; fixed a priori, not tuned on any evaluation
     # set. The lambda sweep of the study (`reproduce --study`) shows the others.
     lambda_max: float = 1.0
+    # the adversary of the adversarial methods (TrainConfig.adversary): "reversal" (Ganin & Lempitsky) or "confusion"
+    # (Tzeng et al.); a study profile sets the one its sweep chose on held-out training questions
+    adversary: str = "reversal"
     # training seeds: `reproduce` runs `seeds`, `reproduce --study` (the committed study) runs `study_seeds`
     seeds: tuple[int, ...] = (DEFAULT_SEED,)
     study_seeds: tuple[int, ...] = (1, 2, 3)
     # the adversarial lambda sweep of the committed study (one protocol)
     # lambda is chosen on held-out training questions (hybrid_utils.study.tuning.choose_lambda); 3 seeds per value
     lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
+    # the adversaries the sweep compares at each lambda_max > 0 (the same lambdas and seeds: an equal tuning budget);
+    # at lambda_max = 0 no adversarial gradient reaches the encoder, so that run is shared (experiments.sweep_dir)
+    sweep_adversaries: tuple[str, ...] = ("reversal", "confusion")
     sweep_train_on: str = "mlqa-r"
     sweep_seeds: tuple[int, ...] = (1, 2, 3)
     # the alpha sweep (`reproduce --alpha-sweep`): hybrid at these alphas (0 and 1 reuse the cross-lingual and
@@ -179,12 +185,12 @@ PROFILES = {
     # out ahead of cross-lingual ones on held-out monolingual mAP; the pretrained start ("cpu-pretrained") shows no
     # gap at all, so hybrid batches have nothing to repair there. Every method runs the positive control's setting, which was fixed before
     # any method but monolingual and cross-lingual ran in it: the same (zero) tuning budget for every method.
-    # lambda_max is chosen on held-out training questions by the sweep (`reproduce --study`, tuning.choose_lambda;
-    # tests/test_tuning.py checks that it is the committed sweep's choice). One protocol, not two: the 3-hour budget
+    # The adversary and its lambda_max are chosen together on held-out training questions by the sweep (`reproduce
+    # --study`, tuning.choose_lambda; tests/test_tuning.py checks that they are the committed sweep's choice). One protocol, not two: the 3-hour budget
     # of the committed study (3 seeds, the sweep) does not fit both; hybrid-adversarial is left out for the same reason.
     "cpu": Profile(name="cpu", methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
                    protocols=(("mlqa-r", "xquad-r"),), steps=240, learning_rate=3e-4, reinit_top_layers=2,
-                   lambda_sweep=(0.0, 0.3, 1.0), lambda_max=0.3),
+                   lambda_sweep=(0.0, 0.3, 1.0), lambda_max=0.3, adversary="confusion"),
     # The earlier setting: the pretrained encoder's top 2 layers fine-tuned, each method with its own tuning
     # (results/tuning/<set>.csv and .json, the four methods on the same grid, held-out paragraph groups;
     # tests/test_tuning.py checks that these values are that file's choice). Cross-lingual batches cost nothing

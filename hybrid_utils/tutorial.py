@@ -164,21 +164,23 @@ def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFr
 
 
 def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int | None = None,
-                      log=print) -> dict[float, Path]:
-    """Finished adversarial runs of the study's lambda sweep, one per ``lambda_max`` (trained now unless there).
+                      log=print, adversary: str | None = None) -> dict[float, Path]:
+    """Finished adversarial runs of the study's lambda sweep with one adversary (default: the profile's), one per
+    ``lambda_max`` (trained now unless there).
 
     The same folders as ``reproduce --study`` (:func:`hybrid_utils.study.reproduce.lambda_sweep`): the run at the
-    profile's own ``lambda_max`` is the study's adversarial run. Returns ``{lambda_max: run folder}``.
+    profile's own adversary and ``lambda_max`` is the study's adversarial run. Returns ``{lambda_max: run folder}``.
     """
     from .experiments import ensure_run, sweep_dir
 
     seed = profile.sweep_seeds[0] if seed is None else seed
+    adversary = adversary or profile.adversary
     model, train_on = profile.models[0], profile.sweep_train_on
     runs = {}
     for value in lambdas or profile.lambda_sweep:
         value = float(value)
         runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
-                                 output_dir=str(sweep_dir(profile, model, value, seed)))
+                                 adversary=adversary, output_dir=str(sweep_dir(profile, model, value, seed, adversary)))
     return runs
 
 

@@ -56,3 +56,20 @@ def test_the_positive_control_line_sets_the_held_out_gap_beside_the_evaluation_s
                          setting="s")[0]
     assert "by +0.018 (4.2 × the seed sd, 2 seeds): the study's setting shows the paper's trade-off" in line
     assert line.endswith("On the evaluation set the same gap is -0.005 (means).")
+
+
+def test_the_adversary_line_names_the_chosen_adversary_and_reads_its_own_sweep_points():
+    def point(adversary, value, accuracy, probe, margin, score):
+        return [{"adversary": adversary, "lambda_max": value, "seed": seed, "discriminator_accuracy": accuracy,
+                 "val_probe_accuracy_centered": probe, "val_translation_margin": margin, "val_score": score + d}
+                for seed, d in ((1, -0.001), (2, 0.001))]
+
+    sweep = pd.DataFrame(point("none", 0.0, 0.98, 0.30, 0.24, 0.52) + point("reversal", 0.3, 0.12, 0.30, 0.12, 0.47)
+                         + point("confusion", 0.3, 0.81, 0.25, 0.25, 0.54) + point("confusion", 1.0, 0.60, 0.28, 0.24, 0.53))
+    summary = _summary({("hybrid", "none"): (0.65, 0.57, 0.42, 140)})
+    lines = what_we_found(summary, pd.DataFrame(columns=["eval_on", "method_a", "method_b", "metric"]), sweep, None)
+    line = next(line for line in lines if line.startswith("- **Adversary**"))
+    assert "(confusion, λ = 0.3, chosen among confusion and reversal on held-out training questions)" in line
+    assert "its discriminator is not fooled (0.81, chance 0.14; 0.98 without an adversary)" in line
+    assert "reads the language less well than without it (0.25 vs 0.30)" in line
+    assert "the translation margin rises from 0.24 to 0.25" in line

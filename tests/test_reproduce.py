@@ -68,12 +68,18 @@ def test_study_writes_tables_json_and_figures(study):
     from hybrid_utils.study.tuning import choose_lambda
 
     assert list(sweep.columns) == SWEEP_COLUMNS
-    assert sweep["lambda_max"].tolist() == [0.0, 1.0]
+    # every adversary at every lambda_max > 0; lambda_max 0 is one run, shared by all of them
+    assert list(zip(sweep["adversary"], sweep["lambda_max"])) == [("none", 0.0), ("reversal", 1.0), ("confusion", 1.0)]
     assert sweep["discriminator_accuracy"].between(0, 1).all()
     # lambda is chosen on held-out training questions (val_*), the evaluation set's columns are only reported
     assert sweep[["val_mono_map", "val_score", "val_probe_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
     assert sweep["mono_map"].between(0, 1).all()
-    assert choose_lambda(sweep)["lambda_max"] == 1.0  # lambda 0 is the monolingual method, never the adversary
+    choice = choose_lambda(sweep)  # lambda 0 is the monolingual method, never the adversary
+    assert choice["lambda_max"] == 1.0 and choice["adversary"] in ("reversal", "confusion")
+    # the study's adversarial runs are the chosen adversary's
+    saved = json.loads((run_dir(profile, "bundled", "adversarial", "mlqa-r", seed=2, lambda_max=1.0,
+                                adversary=choice["adversary"]) / "train_config.json").read_text())
+    assert saved.get("config", saved)["adversary"] == choice["adversary"]
 
     figures = sorted(p.name for p in (results / "figures").iterdir())
     assert figures == ["adversarial_sweep.png", "multilingual-e5-small_xquad-r_bias_and_languages.png",
@@ -93,9 +99,9 @@ def test_study_resumes_without_recomputing(study):
     lines = []
     again = reproduce(profile, methods=["monolingual", "hybrid", "adversarial"], study=True, log=lines.append)
     assert model_file.stat().st_mtime_ns == stamp
-    # the sweep that chooses lambda first: 2 runs; then 6 runs + 7 evaluations; then the sweep on the evaluation
-    # set: 2 runs + 2 evaluations (lambda 1 is the study's own adversarial run)
-    assert sum("[skip]" in line for line in lines) == 19
+    # the sweep that chooses the adversary and lambda first: 3 runs (lambda 0, two adversaries at lambda 1); then
+    # 6 runs + 7 evaluations; then the sweep on the evaluation set: 3 runs + 3 evaluations (one is the study's own)
+    assert sum("[skip]" in line for line in lines) == 22
     pd.testing.assert_frame_equal(again, summary)
 
 
@@ -114,9 +120,17 @@ def test_describe_sweep_says_when_the_discriminator_is_fooled_and_what_the_probe
                           "val_probe_accuracy_centered": [0.40, 0.42, 0.41, 0.41, 0.40, 0.42],
                           "val_translation_margin": [0.07] * 6, "val_score": [0.70, 0.70, 0.71, 0.69, 0.66, 0.68]})
     text = describe_sweep(sweep, chance=1 / 7)
-    assert "- lambda_max 3 (2 seeds): 0.21 ± 0.01 / 0.41 ± 0.01 / 0.070 ± 0.000 / 0.670 ± 0.014" in text
-    assert "chosen on held-out training questions: lambda_max 1 (validation score 0.700" in text
-    assert "fooled from lambda_max 3" in text and "hidden from that discriminator, not removed" in text
+    assert "- reversal, lambda_max 3 (2 seeds): 0.21 ± 0.01 / 0.41 ± 0.01 / 0.070 ± 0.000 / 0.670 ± 0.014" in text
+    assert "- no adversary, lambda_max 0 (2 seeds)" in text
+    assert "chosen on held-out training questions: reversal at lambda_max 1 (validation score 0.700" in text
+    assert "reversal: the discriminator is fooled from lambda_max 3" in text
+    assert "hidden from that discriminator, not removed" in text
+    confusion = sweep[sweep["lambda_max"] > 0].assign(adversary="confusion", discriminator_accuracy=0.8,
+                                                      val_score=[0.72, 0.74, 0.60, 0.60])
+    both = describe_sweep(pd.concat([sweep, confusion]), chance=1 / 7)
+    assert "chosen on held-out training questions: confusion at lambda_max 1 (validation score 0.730" in both
+    assert "confusion: the encoder fooled the discriminator at no lambda_max (chance 0.14; lowest 0.80" in both
+    assert both.index("no adversary") < both.index("reversal, lambda_max 1") < both.index("confusion, lambda_max 1")
     reduced = sweep.assign(val_probe_accuracy_centered=[0.40, 0.42, 0.35, 0.35, 0.20, 0.22])
     assert "the language information is reduced" in describe_sweep(reduced, chance=1 / 7)
     never = describe_sweep(sweep.iloc[:4], chance=1 / 7)

@@ -18,6 +18,38 @@ def test_the_adversarial_run_at_a_swept_lambda_is_the_sweep_run():
             == str(sweep_dir(profile, model, swept, 3)))
 
 
+def test_each_adversary_has_its_own_sweep_runs_but_lambda_zero_is_one_run_for_all():
+    profile = replace(get_profile("cpu"), adversary="reversal")
+    model = profile.models[0]
+    reversal = sweep_dir(profile, model, 0.3, 2, "reversal")
+    confusion = sweep_dir(profile, model, 0.3, 2, "confusion")
+    assert reversal.name == f"adversarial-{profile.sweep_train_on}-lambda0.3-seed2"
+    assert confusion.parent == reversal.parent and confusion.name == "confusion-" + reversal.name
+    assert sweep_dir(profile, model, 0.0, 2, "confusion") == sweep_dir(profile, model, 0.0, 2, "reversal")
+    assert sweep_dir(profile, model, 0.3, 2) == reversal  # the profile's adversary by default
+    assert (train_config(profile, "adversarial", profile.sweep_train_on, seed=2, lambda_max=0.3,
+                         adversary="confusion").output_dir == str(confusion))
+
+
+def test_a_lambda_zero_run_is_not_retrained_for_another_adversary(tmp_path):
+    from hybrid_utils.experiments import changed_settings
+
+    profile = replace(get_profile("cpu"), adversary="reversal")
+    run = tmp_path / "run"
+    run.mkdir()
+    for value, other_adversary_retrains in ((0.0, False), (0.3, True)):
+        saved = train_config(profile, "adversarial", profile.sweep_train_on, lambda_max=value, adversary="reversal")
+        (run / "train_config.json").write_text(json.dumps(saved.to_dict()))
+        wanted = train_config(profile, "adversarial", profile.sweep_train_on, lambda_max=value, adversary="confusion")
+        assert ("adversary" in changed_settings(run, wanted)) is other_adversary_retrains
+    # a method without a discriminator is the same run whatever adversary the profile names
+    saved = train_config(profile, "monolingual", profile.sweep_train_on, adversary="reversal")
+    (run / "train_config.json").write_text(json.dumps(saved.to_dict()))
+    wanted = train_config(profile, "monolingual", profile.sweep_train_on, adversary="confusion")
+    assert changed_settings(run, wanted) == []
+    assert changed_settings(run, train_config(profile, "monolingual", profile.sweep_train_on, steps=7)) == ["steps"]
+
+
 def test_other_runs_keep_their_own_folder():
     profile = get_profile("cpu")
     model = profile.models[0]

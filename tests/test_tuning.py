@@ -65,8 +65,12 @@ def test_choose_lambda_takes_the_best_mean_validation_score_among_real_adversari
                           "val_score": [0.70, 0.70, 0.66, 0.68, 0.69, 0.67]})
     choice = choose_lambda(sweep)
     assert choice["lambda_max"] == 1.0 and choice["val_score"] == pytest.approx(0.68) and choice["seeds"] == 2
+    assert choice["adversary"] == "reversal"  # a sweep without an adversary column was gradient reversal only
     with pytest.raises(ValueError, match="no lambda_max > 0"):
         choose_lambda(sweep[sweep["lambda_max"] == 0])
+    both = pd.concat([sweep.assign(adversary=["none", "none"] + ["reversal"] * 4),
+                      sweep[sweep["lambda_max"] > 0].assign(adversary="confusion", val_score=[0.69, 0.69, 0.6, 0.6])])
+    assert (choose_lambda(both)["adversary"], choose_lambda(both)["lambda_max"]) == ("confusion", 0.3)
 
 
 def test_each_method_trains_with_its_own_tuned_values():
@@ -112,8 +116,8 @@ def test_cpu_profile_trains_every_method_with_the_same_settings():
     assert values[0]["reinit_top_layers"] == 2 and values[0]["steps"] == 240
 
 
-def test_cpu_profile_lambda_is_the_committed_sweeps_choice():
-    """profiles.py's lambda_max is the one the committed sweep chose on held-out training questions."""
+def test_cpu_profile_adversary_and_lambda_are_the_committed_sweeps_choice():
+    """profiles.py's adversary and lambda_max are the ones the committed sweep chose on held-out training questions."""
     from pathlib import Path
 
     import pandas as pd
@@ -122,5 +126,14 @@ def test_cpu_profile_lambda_is_the_committed_sweeps_choice():
     from hybrid_utils.study.tuning import choose_lambda
 
     sweep = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "adversarial_sweep.csv")
-    assert choose_lambda(sweep)["lambda_max"] == PROFILES["cpu"].lambda_max
-    assert sweep.groupby("lambda_max")["seed"].nunique().min() >= 3
+    choice, cpu = choose_lambda(sweep), PROFILES["cpu"]
+    assert (choice["adversary"], choice["lambda_max"]) == (cpu.adversary, cpu.lambda_max)
+    points = sweep.groupby(["adversary", "lambda_max"])
+    assert points["seed"].nunique().min() >= 3
+    # every adversary was given the same values and seeds (an equal tuning budget)
+    given = {adversary: sorted(map(tuple, rows[["lambda_max", "seed"]].values.tolist()))
+             for adversary, rows in sweep[sweep["lambda_max"] > 0].groupby("adversary")}
+    assert set(given) == set(cpu.sweep_adversaries) and len(set(map(tuple, given.values()))) == 1
+    # the sweep can show an adversary act: its discriminator learns without one, and is fooled at some point
+    accuracy = points["discriminator_accuracy"].mean()
+    assert accuracy[("none", 0.0)] >= 0.9 and accuracy.min() <= 0.5

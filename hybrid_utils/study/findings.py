@@ -93,21 +93,26 @@ def _evaluation_gap(plain: pd.DataFrame) -> str:
 
 
 def _adversary_line(sweep: pd.DataFrame, comparisons: pd.DataFrame, chance: float) -> str | None:
+    from ..adversarial import NO_ADVERSARY, with_adversary
+
     if sweep is None or "val_score" not in sweep or sweep["val_score"].isna().all():
         return None
-    chosen = choose_lambda(sweep)["lambda_max"]
-    means = sweep.groupby("lambda_max")[["discriminator_accuracy", "val_probe_accuracy_centered",
-                                         "val_translation_margin"]].mean()
-    at, off = means.loc[chosen], means.loc[means.index.min()]
+    choice = choose_lambda(sweep)
+    chosen, adversary = choice["lambda_max"], choice["adversary"]
+    sweep = with_adversary(sweep)
+    means = sweep.groupby(["adversary", "lambda_max"])[["discriminator_accuracy", "val_probe_accuracy_centered",
+                                                        "val_translation_margin"]].mean()
+    at, off = means.loc[(adversary, chosen)], means.loc[(NO_ADVERSARY, 0.0)]
+    compared = sorted(set(sweep["adversary"]) - {NO_ADVERSARY})
     fooled = "fooled" if at["discriminator_accuracy"] <= chance + 0.15 else "not fooled"
     probe = at["val_probe_accuracy_centered"] - off["val_probe_accuracy_centered"]
-    probe_words = ("a fresh probe on centred embeddings reads the language less well"
-                   if probe < -0.02 else "a fresh probe on centred embeddings reads the language as well as")
-    return (f"**Adversary** (λ = {chosen:g}, chosen on held-out training questions): its discriminator is {fooled} "
-            f"({at['discriminator_accuracy']:.2f}, chance {chance:.2f}; {off['discriminator_accuracy']:.2f} at "
-            f"λ = {means.index.min():g}) and {probe_words} without it ({at['val_probe_accuracy_centered']:.2f} vs "
-            f"{off['val_probe_accuracy_centered']:.2f}); the translation margin "
-            f"{'falls' if at['val_translation_margin'] < off['val_translation_margin'] else 'rises'} from "
+    probe_words = "a fresh probe on centred embeddings reads the language " + (
+        "less well than" if probe < -0.02 else "better than" if probe > 0.02 else "as well as")
+    return (f"**Adversary** ({adversary}, λ = {chosen:g}, chosen among {' and '.join(compared)} on held-out training "
+            f"questions): its discriminator is {fooled} ({at['discriminator_accuracy']:.2f}, chance {chance:.2f}; "
+            f"{off['discriminator_accuracy']:.2f} without an adversary) and {probe_words} without it "
+            f"({at['val_probe_accuracy_centered']:.2f} vs {off['val_probe_accuracy_centered']:.2f}); the translation "
+            f"margin {'falls' if at['val_translation_margin'] < off['val_translation_margin'] else 'rises'} from "
             f"{off['val_translation_margin']:.2f} to {at['val_translation_margin']:.2f}. "
             + (_pair_line(comparisons, "adversarial", "monolingual") or ""))
 

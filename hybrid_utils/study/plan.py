@@ -121,7 +121,7 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
     names), including the adversarial lambda sweep of ``study=True``.
     """
     from ..config import PROTOCOLS, ZERO_SHOT
-    from ..experiments import is_finished_run, result_path, run_dir, sweep_dir, train_config
+    from ..experiments import is_finished_run, result_path, run_dir, sweep_dir, sweep_name, train_config
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     seeds = tuple(profile.study_seeds if study else profile.seeds)
@@ -142,17 +142,19 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
                     plan.evaluations.append(PlannedEvaluation(model, method, eval_on, str(out), done and out.exists()))
     if study and any(t == profile.sweep_train_on for t, _ in protocols):
         model, train_on = profile.models[0], profile.sweep_train_on
+        points = [(float(value), adversary) for value in profile.lambda_sweep
+                  for adversary in (profile.sweep_adversaries if value > 0 else (profile.adversary,))]
         for seed in profile.sweep_seeds:
-            for value in profile.lambda_sweep:
-                if float(value) == profile.lambda_max:
+            for value, adversary in points:
+                if (value, adversary) == (profile.lambda_max, profile.adversary):
                     continue  # the study's own adversarial run, planned above
-                folder = sweep_dir(profile, model, float(value), seed)
-                config = train_config(profile, "adversarial", train_on, model, seed=seed, lambda_max=float(value),
-                                      output_dir=str(folder))
+                folder = sweep_dir(profile, model, value, seed, adversary)
+                config = train_config(profile, "adversarial", train_on, model, seed=seed, lambda_max=value,
+                                      adversary=adversary, output_dir=str(folder))
                 done = is_finished_run(folder) and not _changed(folder, config)
                 plan.runs.append(PlannedRun(model, "adversarial", train_on, seed, int(config.steps), str(folder),
-                                            done, lambda_max=float(value)))
-                plan.evaluations.append(PlannedEvaluation(model, f"adversarial lambda {value:g}",
+                                            done, lambda_max=value))
+                plan.evaluations.append(PlannedEvaluation(model, f"adversarial {sweep_name(value, adversary)}",
                                                           PROTOCOLS[train_on], "", done))
     return plan
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["centering_effect", "describe_centering", "LANGUAGE_INFO_COLUMNS", "RECALL_COLUMNS", "SEED_COLUMNS", "SUMMARY_COLUMNS", "SWEEP_COLUMNS", "summarize_seeds", "write_summary",
-           "summary_markdown", "describe_findings", "describe_sweep", "update_readme", "headline_table",
+           "summary_markdown", "describe_findings", "describe_sweep", "sweep_means", "update_readme", "headline_table",
            "write_comparisons_report", "README_START", "README_END"]
 
 METRIC_COLUMNS = ("mono_map", "cross_map", "multilingual_map", "language_bias")
@@ -33,7 +33,7 @@ SUMMARY_COLUMNS = ["model", "method", "train_on", "eval_on", "postprocess", "n_s
                    "multilingual_map_micro", *RECALL_COLUMNS, "probe_accuracy", "probe_accuracy_sd",
                    *(c for m in LANGUAGE_INFO_COLUMNS for c in (m, f"{m}_sd")), "n_questions"]
 #: the lambda sweep: held-out validation columns (``val_*``, where lambda is chosen), then the evaluation set's
-SWEEP_COLUMNS = ["lambda_max", "seed", "discriminator_accuracy", "val_mono_map", "val_cross_map", "val_multilingual_map",
+SWEEP_COLUMNS = ["adversary", "lambda_max", "seed", "discriminator_accuracy", "val_mono_map", "val_cross_map", "val_multilingual_map",
                  "val_language_bias", "val_score", "val_probe_accuracy", "val_probe_accuracy_centered",
                  "val_translation_margin", "probe_accuracy", "mono_map", "cross_map", "multilingual_map", "language_bias"]
 
@@ -142,15 +142,28 @@ def describe_findings(summary: pd.DataFrame, comparisons: pd.DataFrame | None = 
     return "\n".join(lines)
 
 
-def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_margin: float = 0.15) -> str:
-    """The adversarial lambda sweep in words, from its numbers: held-out measures per lambda, the choice, the adversary.
+def sweep_means(sweep: pd.DataFrame, keys) -> pd.DataFrame:
+    """Mean, sd and number of seeds of ``keys`` per (adversary, ``lambda_max``): no adversary first, then each
+    adversary by increasing ``lambda_max``."""
+    from ..adversarial import ADVERSARIES, NO_ADVERSARY, with_adversary
 
-    Per ``lambda_max`` (mean ± sd over seeds, on held-out questions of the training set): the discriminator's
-    own accuracy at the end of training, a freshly trained probe on centred embeddings, the translation margin
-    and the validation score that chooses lambda (:func:`hybrid_utils.study.tuning.choose_lambda`). The discriminator
-    counts as fooled when its accuracy is within ``fooled_margin`` of ``chance``; the fresh probe and the margin
-    tell whether the language information is gone or only hidden from that one discriminator.
+    frame = with_adversary(sweep)
+    stats = frame.groupby(["adversary", "lambda_max"])[list(keys)].agg(["mean", "std"])
+    stats[("seeds", "")] = frame.groupby(["adversary", "lambda_max"])["seed"].nunique()
+    order = {name: i for i, name in enumerate((NO_ADVERSARY, *ADVERSARIES))}
+    return stats.sort_index(key=lambda level: level.map(order) if level.name == "adversary" else level)
+
+
+def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_margin: float = 0.15) -> str:
+    """The adversarial lambda sweep in words, from its numbers: held-out measures per adversary and lambda, the choice.
+
+    Per adversary and ``lambda_max`` (mean ± sd over seeds, on held-out questions of the training set): the
+    discriminator's own accuracy at the end of training, a freshly trained probe on centred embeddings, the
+    translation margin and the validation score that chooses both (:func:`hybrid_utils.study.tuning.choose_lambda`).
+    The discriminator counts as fooled when its accuracy is within ``fooled_margin`` of ``chance``; the fresh probe
+    and the margin tell whether the language information is gone or only hidden from that one discriminator.
     """
+    from ..adversarial import NO_ADVERSARY
     from .tuning import choose_lambda
 
     def cell(row, key, digits):
@@ -161,36 +174,49 @@ def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_marg
 
     keys = [k for k in ("discriminator_accuracy", "val_probe_accuracy_centered", "val_translation_margin", "val_score")
             if k in sweep]
-    stats = sweep.groupby("lambda_max")[keys].agg(["mean", "std"])
-    seeds = sweep.groupby("lambda_max")["seed"].nunique()
+    stats = sweep_means(sweep, keys)
     lines = ["Adversarial lambda sweep (`results/adversarial_sweep.csv`, held-out questions of the training set; "
              "mean ± sd over seeds): discriminator accuracy at the end of training / fresh probe on centred "
              "embeddings / translation margin / validation score:"]
-    for value, row in stats.iterrows():
+    for (adversary, value), row in stats.iterrows():
         row = row.to_dict()
-        lines.append(f"- lambda_max {value:g} ({seeds[value]} seeds): " + " / ".join(
+        name = "no adversary" if adversary == NO_ADVERSARY else adversary
+        lines.append(f"- {name}, lambda_max {value:g} ({int(row[('seeds', '')])} seeds): " + " / ".join(
             cell(row, k, 3 if k in ("val_score", "val_translation_margin") else 2) for k in keys))
     if "val_score" in sweep and sweep["val_score"].notna().any() and (sweep["lambda_max"] > 0).any():
         choice = choose_lambda(sweep)
-        lines.append(f"- chosen on held-out training questions: lambda_max {choice['lambda_max']:g} "
-                     f"(validation score {choice['val_score']:.3f} ± {choice['val_score_sd']:.3f})")
+        lines.append(f"- chosen on held-out training questions: {choice['adversary']} at lambda_max "
+                     f"{choice['lambda_max']:g} (validation score {choice['val_score']:.3f} ± "
+                     f"{choice['val_score_sd']:.3f})")
     if chance is not None and "discriminator_accuracy" in keys:
-        accuracy = stats[("discriminator_accuracy", "mean")]
-        fooled = accuracy[accuracy <= chance + fooled_margin]
-        if fooled.empty:
-            lines.append(f"- the encoder fooled the discriminator at no lambda_max (chance {chance:.2f}; lowest "
-                         f"{accuracy.min():.2f} at lambda_max {accuracy.idxmin():g})")
-        else:
-            first = fooled.index.min()
-            lines.append(f"- the discriminator is fooled from lambda_max {first:g} on (accuracy {accuracy[first]:.2f}, "
-                         f"chance {chance:.2f})")
-            if "val_probe_accuracy_centered" in keys:
-                probe = stats[("val_probe_accuracy_centered", "mean")]
-                base = probe.iloc[0]
-                lines.append(f"- a fresh probe on centred embeddings reads the language at {probe[first]:.2f} there, "
-                             f"against {base:.2f} at lambda_max {probe.index[0]:g}: the language information is "
-                             f"{'reduced' if probe[first] < base - 0.02 else 'hidden from that discriminator, not removed'}")
+        lines += _fooled_lines(stats, chance, fooled_margin)
     return "\n".join(lines)
+
+
+def _fooled_lines(stats: pd.DataFrame, chance: float, fooled_margin: float) -> list[str]:
+    """Per adversary: the first lambda_max at which its discriminator is fooled, and what a fresh probe reads there."""
+    from ..adversarial import NO_ADVERSARY
+
+    accuracy = stats[("discriminator_accuracy", "mean")]
+    probe = stats[("val_probe_accuracy_centered", "mean")] if ("val_probe_accuracy_centered", "mean") in stats else None
+    base = probe.xs(NO_ADVERSARY, level="adversary") if probe is not None and NO_ADVERSARY in probe.index else None
+    lines = []
+    for adversary in dict.fromkeys(a for a, _ in stats.index if a != NO_ADVERSARY):
+        own = accuracy.xs(adversary, level="adversary")
+        fooled = own[own <= chance + fooled_margin]
+        if fooled.empty:
+            lines.append(f"- {adversary}: the encoder fooled the discriminator at no lambda_max (chance {chance:.2f}; "
+                         f"lowest {own.min():.2f} at lambda_max {own.idxmin():g})")
+            continue
+        first = fooled.index.min()
+        lines.append(f"- {adversary}: the discriminator is fooled from lambda_max {first:g} on (accuracy "
+                     f"{own[first]:.2f}, chance {chance:.2f})")
+        if base is not None and not base.empty:
+            at, off = probe[(adversary, first)], base.iloc[0]
+            lines.append(f"- {adversary}: a fresh probe on centred embeddings reads the language at {at:.2f} there, "
+                         f"against {off:.2f} without an adversary: the language information is "
+                         f"{'reduced' if at < off - 0.02 else 'hidden from that discriminator, not removed'}")
+    return lines
 
 
 def centering_effect(summary: pd.DataFrame) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ZERO_SHOT
-from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir
+from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir, sweep_name
 from ..profiles import Profile, get_profile
 from ..results import load_seed_results, model_slug, result_name
 from .report import SWEEP_COLUMNS
@@ -144,29 +144,34 @@ def _choose_lambda_first(profile: Profile, evaluate: "Evaluator", timer: "StageT
     from .tuning import choose_lambda
 
     chosen = choose_lambda(lambda_sweep(profile, evaluate, timer, log=log, eval_set=False))
-    if chosen["lambda_max"] != profile.lambda_max:
-        log(f"  the sweep chose lambda_max {chosen['lambda_max']:g}, the profile says {profile.lambda_max:g}: the study "
-            f"uses the sweep's choice (set it in profiles.py so that the default reproduce trains it too)")
+    said = f"the {chosen['adversary']} adversary at lambda_max {chosen['lambda_max']:g}"
+    if (chosen["adversary"], chosen["lambda_max"]) != (profile.adversary, profile.lambda_max):
+        log(f"  the sweep chose {said}, the profile says {profile.adversary} at {profile.lambda_max:g}: the study uses "
+            f"the sweep's choice (set it in profiles.py so that the default reproduce trains it too)")
     else:
-        log(f"  the sweep chose lambda_max {chosen['lambda_max']:g} (validation score {chosen['val_score']:.4f})")
-    return replace(profile, lambda_max=chosen["lambda_max"])
+        log(f"  the sweep chose {said} (validation score {chosen['val_score']:.4f})")
+    return replace(profile, lambda_max=chosen["lambda_max"], adversary=chosen["adversary"])
 
 
 def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "StageTimer | None" = None,
-                 lambdas=None, seeds=None, log=print, eval_set: bool = True, eval_seeds=None) -> pd.DataFrame:
-    """The adversarial method at each ``lambda_max`` and seed; writes ``adversarial_sweep.csv``.
+                 lambdas=None, seeds=None, log=print, eval_set: bool = True, eval_seeds=None,
+                 adversaries=None) -> pd.DataFrame:
+    """The adversarial method with each adversary, ``lambda_max`` and seed; writes ``adversarial_sweep.csv``.
 
-    Every run is measured on held-out questions of its *training* set (``val_*`` columns, by
+    Every adversary of ``adversaries`` (default: ``profile.sweep_adversaries``) gets the same values and seeds;
+    ``lambda_max = 0`` is one run for all of them (adversary ``"none"``: the discriminator learns, the encoder
+    ignores it). Every run is measured on held-out questions of its *training* set (``val_*`` columns, by
     :func:`hybrid_utils.study.tuning.validate_run`: mAPs, a freshly trained language probe on raw and centred
-    embeddings, the translation margin): that is where lambda is chosen (:func:`hybrid_utils.study.tuning.choose_lambda`).
-    ``discriminator_accuracy`` is the discriminator's own accuracy on held-out texts of every language over
-    the last tenth of training (chance: 1 / languages). With ``eval_set`` the runs are also evaluated on the
-    full evaluation pool (the other columns): an exploration, never used to choose; ``eval_seeds`` limits it to
-    those seeds (the study explores one seed: the chosen value's other seeds are the study's adversarial runs).
-    The runs at the profile's own ``lambda_max`` are the study's adversarial runs (:func:`hybrid_utils.experiments.run_dir`).
+    embeddings, the translation margin): that is where the adversary and lambda are chosen
+    (:func:`hybrid_utils.study.tuning.choose_lambda`). ``discriminator_accuracy`` is the discriminator's own
+    accuracy on held-out texts of every language over the last tenth of training (chance: 1 / languages). With
+    ``eval_set`` the runs are also evaluated on the full evaluation pool (the other columns): an exploration,
+    never used to choose; ``eval_seeds`` limits it to those seeds (the study explores one seed: the chosen
+    point's other seeds are the study's adversarial runs). The runs of the profile's own adversary and
+    ``lambda_max`` are the study's adversarial runs (:func:`hybrid_utils.experiments.run_dir`).
     """
     from ..config import PROTOCOLS
-    from .tuning import discriminator_row, validation_row
+    from .tuning import NO_ADVERSARY, discriminator_row, validation_row
 
     evaluate = evaluate or Evaluator(profile, log)
     timer = timer or StageTimer()
@@ -176,26 +181,30 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     for seed in seeds or profile.sweep_seeds:
         for value in lambdas or profile.lambda_sweep:
             value = float(value)
-            folder = sweep_dir(profile, model, value, seed)
-            log(f"== lambda sweep: lambda_max {value:g} (seed {seed})")
-            start = time.perf_counter()
-            ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
-                       output_dir=str(folder))
-            row = {"lambda_max": value, "seed": seed, **validation_row(folder)}
-            timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
-            if eval_set and (eval_seeds is None or seed in eval_seeds):
+            for adversary in (adversaries or profile.sweep_adversaries) if value > 0 else (profile.adversary,):
+                folder = sweep_dir(profile, model, value, seed, adversary)
+                name = sweep_name(value, adversary)
+                log(f"== lambda sweep: {name} (seed {seed})")
                 start = time.perf_counter()
-                out = (result_path(profile, model, "adversarial", eval_on, seed) if value == profile.lambda_max else
-                       Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / f"lambda{value:g}"
-                       / result_name(eval_on, seed))
-                result = evaluate(str(folder), model, eval_on, out,
-                                  model_name=f"{model_slug(model)} + adversarial lambda_max {value:g} (seed {seed})")
-                timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
-                row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map", "multilingual_map",
-                                                       "language_bias")})
-            row["discriminator_accuracy"] = discriminator_row(folder)["discriminator_accuracy"]
-            rows.append(row)
-            sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
-            Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
-            sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
+                ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
+                           adversary=adversary, output_dir=str(folder))
+                row = {"adversary": adversary if value > 0 else NO_ADVERSARY, "lambda_max": value, "seed": seed,
+                       **validation_row(folder)}
+                timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
+                if eval_set and (eval_seeds is None or seed in eval_seeds):
+                    start = time.perf_counter()
+                    studied = (value, adversary) == (profile.lambda_max, profile.adversary)
+                    out = (result_path(profile, model, "adversarial", eval_on, seed) if studied else
+                           Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / name
+                           / result_name(eval_on, seed))
+                    result = evaluate(str(folder), model, eval_on, out,
+                                      model_name=f"{model_slug(model)} + adversarial {name} (seed {seed})")
+                    timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
+                    row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map",
+                                                           "multilingual_map", "language_bias")})
+                row["discriminator_accuracy"] = discriminator_row(folder)["discriminator_accuracy"]
+                rows.append(row)
+                sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
+                Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
+                sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
     return sweep

@@ -35,6 +35,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 from transformers import TrainerCallback
 
+from ..adversarial import NO_ADVERSARY, with_adversary
 from ..profiles import TUNING_EVAL_EVERY, TUNING_GRID, TUNING_SEED, TUNING_STEPS
 
 __all__ = ["ValidationCallback", "validation_dataset", "validate_run", "train_and_validate", "validation_row", "choose_lambda",
@@ -113,17 +114,21 @@ def validation_row(run_dir: str | Path, model=None) -> dict:
 
 
 def choose_lambda(sweep: pd.DataFrame) -> dict:
-    """The adversary's ``lambda_max``: the best mean validation score over seeds among ``lambda_max > 0``.
+    """The adversary and its ``lambda_max``: the best mean validation score over seeds among ``lambda_max > 0``.
 
     The same criterion as every other method's tuning (:func:`choose`: the mean of mono-, cross- and
-    multilingual mAP on held-out training questions); ``lambda_max = 0`` is left out because it is the
-    monolingual method, not an adversary.
+    multilingual mAP on held-out training questions), over every (adversary, ``lambda_max``) of the sweep, which
+    gives each adversary the same values and seeds; ``lambda_max = 0`` is left out because it is the
+    monolingual method, not an adversary. Returns ``adversary``, ``lambda_max``, ``val_score`` (mean),
+    ``val_score_sd`` and ``seeds``.
     """
-    means = sweep[sweep["lambda_max"] > 0].groupby("lambda_max")["val_score"].agg(["mean", "std", "count"])
+    sweep = with_adversary(sweep)
+    means = (sweep[sweep["lambda_max"] > 0].groupby(["adversary", "lambda_max"])["val_score"]
+             .agg(["mean", "std", "count"]))
     if means.empty:
         raise ValueError("no lambda_max > 0 with validation scores in the sweep")
     best = means["mean"].idxmax()
-    return {"lambda_max": float(best), "val_score": round(float(means.loc[best, "mean"]), 4),
+    return {"adversary": best[0], "lambda_max": float(best[1]), "val_score": round(float(means.loc[best, "mean"]), 4),
             "val_score_sd": round(float(means.loc[best, "std"]), 4), "seeds": int(means.loc[best, "count"])}
 
 
