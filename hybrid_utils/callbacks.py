@@ -37,7 +37,7 @@ class TrainLogCallback(TrainerCallback):
     """Appends one JSON line per logged step to ``<run>/train_log.jsonl`` (main process only).
 
     Keys: ``step``, ``epoch``, ``loss``, ``learning_rate``, ``grad_norm``, ``elapsed_s``
-    and, when the loss reports them, ``contrastive``, ``adversarial``, ``adversarial_lambda``,
+    and, when the loss reports them, ``contrastive``, ``adversarial``, ``confusion``, ``discriminator_queue``, ``adversarial_lambda``,
     ``discriminator_accuracy``, ``discriminator_loss`` and ``discriminator_chance``. The
     trainer's end-of-training summary (runtime, samples per second) is kept in ``summary``.
 
@@ -97,7 +97,8 @@ class TrainLogCallback(TrainerCallback):
             return
         row = {"step": int(state.global_step), "epoch": round(float(state.epoch or 0.0), 4)}
         logs.update(self._rates)
-        for key in ("loss", "contrastive", "adversarial", "learning_rate", "discriminator_learning_rate", "grad_norm"):
+        for key in ("loss", "contrastive", "adversarial", "confusion", "discriminator_queue", "learning_rate",
+                    "discriminator_learning_rate", "grad_norm"):
             if key in logs and logs[key] is not None:
                 row[key] = float(logs[key])
         row.update(stats)

@@ -128,8 +128,8 @@ def choose_lambda(sweep: pd.DataFrame) -> dict:
     if means.empty:
         raise ValueError("no lambda_max > 0 with validation scores in the sweep")
     best = means["mean"].idxmax()
-    return {"adversary": best[0], "lambda_max": float(best[1]), "val_score": round(float(means.loc[best, "mean"]), 4),
-            "val_score_sd": round(float(means.loc[best, "std"]), 4), "seeds": int(means.loc[best, "count"])}
+    return {"adversary": best[0], "lambda_max": float(best[1]), "val_score": float(means.loc[best, "mean"]),
+            "val_score_sd": float(means.loc[best, "std"]), "seeds": int(means.loc[best, "count"])}
 
 
 class ValidationCallback(TrainerCallback):
