@@ -10,6 +10,13 @@ discriminator: identity in the forward pass, gradient multiplied by ``-lambda`` 
 backward pass. The discriminator therefore descends the language-classification loss while
 the encoder *ascends* it (scaled by ``lambda``), on top of the usual contrastive loss.
 
+**Two adversaries** (:data:`ADVERSARIES`, the ``adversary`` setting of a run). With one language per batch, gradient reversal
+can be satisfied by making a batch look like *another* language (a confidently wrong discriminator). The
+``"confusion"`` adversary (Tzeng et al., "Simultaneous Deep Transfer Across Domains and Tasks", ICCV 2015) instead
+pushes the encoder towards a discriminator output that is uniform over the languages, while the discriminator learns
+on detached embeddings. The study chooses between them, with ``lambda``, on held-out training questions
+(:func:`hybrid_utils.study.tuning.choose_lambda`; ``results/adversarial_sweep.csv``).
+
 Pieces:
 
 * :class:`GradientReversal` / :func:`grad_reverse` - the GRL;
