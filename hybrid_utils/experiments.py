@@ -261,6 +261,13 @@ def sweep_name(lambda_max: float, adversary: str) -> str:
     return f"{_adversary_prefix(lambda_max, adversary)}lambda{float(lambda_max):g}"
 
 
+def sweep_points(profile: Profile, lambdas=None, adversaries=None) -> list[tuple[float, str]]:
+    """The sweep's (``lambda_max``, adversary) pairs: every adversary (default: ``profile.sweep_adversaries``) at every
+    ``lambda_max > 0`` (default: ``profile.lambda_sweep``), and ``lambda_max = 0`` once, with the profile's adversary."""
+    return [(float(value), adversary) for value in (lambdas or profile.lambda_sweep)
+            for adversary in ((adversaries or profile.sweep_adversaries) if value > 0 else (profile.adversary,))]
+
+
 def sweep_dir(profile: Profile, model: str, lambda_max: float, seed: int, adversary: str | None = None) -> Path:
     """The run folder of the lambda sweep at ``lambda_max`` with ``adversary`` (default: the profile's).
 

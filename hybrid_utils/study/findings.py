@@ -93,17 +93,17 @@ def _evaluation_gap(plain: pd.DataFrame) -> str:
 
 
 def _adversary_line(sweep: pd.DataFrame, comparisons: pd.DataFrame, chance: float) -> str | None:
-    from ..adversarial import NO_ADVERSARY, with_adversary
+    from ..adversarial import NO_ADVERSARY
+    from .report import sweep_means
 
     if sweep is None or "val_score" not in sweep or sweep["val_score"].isna().all():
         return None
     choice = choose_lambda(sweep)
     chosen, adversary = choice["lambda_max"], choice["adversary"]
-    sweep = with_adversary(sweep)
-    means = sweep.groupby(["adversary", "lambda_max"])[["discriminator_accuracy", "val_probe_accuracy_centered",
-                                                        "val_translation_margin"]].mean()
+    means = sweep_means(sweep, ["discriminator_accuracy", "val_probe_accuracy_centered",
+                                "val_translation_margin"]).xs("mean", axis=1, level=1)
     at, off = means.loc[(adversary, chosen)], means.loc[(NO_ADVERSARY, 0.0)]
-    compared = sorted(set(sweep["adversary"]) - {NO_ADVERSARY})
+    compared = sorted(set(means.index.get_level_values("adversary")) - {NO_ADVERSARY})
     fooled = "fooled" if at["discriminator_accuracy"] <= chance + 0.15 else "not fooled"
     probe = at["val_probe_accuracy_centered"] - off["val_probe_accuracy_centered"]
     probe_words = "a fresh probe on centred embeddings reads the language " + (

@@ -121,7 +121,7 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
     names), including the adversarial lambda sweep of ``study=True``.
     """
     from ..config import PROTOCOLS, ZERO_SHOT
-    from ..experiments import is_finished_run, result_path, run_dir, sweep_dir, sweep_name, train_config
+    from ..experiments import is_finished_run, result_path, run_dir, sweep_dir, sweep_name, sweep_points, train_config
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     seeds = tuple(profile.study_seeds if study else profile.seeds)
@@ -142,10 +142,8 @@ def plan_study(profile: Profile | str | None = None, methods=None, models=None, 
                     plan.evaluations.append(PlannedEvaluation(model, method, eval_on, str(out), done and out.exists()))
     if study and any(t == profile.sweep_train_on for t, _ in protocols):
         model, train_on = profile.models[0], profile.sweep_train_on
-        points = [(float(value), adversary) for value in profile.lambda_sweep
-                  for adversary in (profile.sweep_adversaries if value > 0 else (profile.adversary,))]
         for seed in profile.sweep_seeds:
-            for value, adversary in points:
+            for value, adversary in sweep_points(profile):
                 if (value, adversary) == (profile.lambda_max, profile.adversary):
                     continue  # the study's own adversarial run, planned above
                 folder = sweep_dir(profile, model, value, seed, adversary)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ZERO_SHOT
-from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir, sweep_name
+from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir, sweep_name, sweep_points
 from ..profiles import Profile, get_profile
 from ..results import load_seed_results, model_slug, result_name
 from .report import SWEEP_COLUMNS
@@ -171,7 +171,8 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     ``lambda_max`` are the study's adversarial runs (:func:`hybrid_utils.experiments.run_dir`).
     """
     from ..config import PROTOCOLS
-    from .tuning import NO_ADVERSARY, discriminator_row, validation_row
+    from ..adversarial import NO_ADVERSARY
+    from .tuning import discriminator_row, validation_row
 
     evaluate = evaluate or Evaluator(profile, log)
     timer = timer or StageTimer()
@@ -179,32 +180,30 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
     eval_on = PROTOCOLS[train_on]
     rows = []
     for seed in seeds or profile.sweep_seeds:
-        for value in lambdas or profile.lambda_sweep:
-            value = float(value)
-            for adversary in (adversaries or profile.sweep_adversaries) if value > 0 else (profile.adversary,):
-                folder = sweep_dir(profile, model, value, seed, adversary)
-                name = sweep_name(value, adversary)
-                log(f"== lambda sweep: {name} (seed {seed})")
+        for value, adversary in sweep_points(profile, lambdas, adversaries):
+            folder = sweep_dir(profile, model, value, seed, adversary)
+            name = sweep_name(value, adversary)
+            log(f"== lambda sweep: {name} (seed {seed})")
+            start = time.perf_counter()
+            ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
+                       adversary=adversary, output_dir=str(folder))
+            row = {"adversary": adversary if value > 0 else NO_ADVERSARY, "lambda_max": value, "seed": seed,
+                   **validation_row(folder)}
+            timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
+            if eval_set and (eval_seeds is None or seed in eval_seeds):
                 start = time.perf_counter()
-                ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
-                           adversary=adversary, output_dir=str(folder))
-                row = {"adversary": adversary if value > 0 else NO_ADVERSARY, "lambda_max": value, "seed": seed,
-                       **validation_row(folder)}
-                timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
-                if eval_set and (eval_seeds is None or seed in eval_seeds):
-                    start = time.perf_counter()
-                    studied = (value, adversary) == (profile.lambda_max, profile.adversary)
-                    out = (result_path(profile, model, "adversarial", eval_on, seed) if studied else
-                           Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / name
-                           / result_name(eval_on, seed))
-                    result = evaluate(str(folder), model, eval_on, out,
-                                      model_name=f"{model_slug(model)} + adversarial {name} (seed {seed})")
-                    timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
-                    row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map",
-                                                           "multilingual_map", "language_bias")})
-                row["discriminator_accuracy"] = discriminator_row(folder)["discriminator_accuracy"]
-                rows.append(row)
-                sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
-                Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
-                sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
+                studied = (value, adversary) == (profile.lambda_max, profile.adversary)
+                out = (result_path(profile, model, "adversarial", eval_on, seed) if studied else
+                       Path(profile.results_dir) / "lambda-sweep" / model_slug(model) / name
+                       / result_name(eval_on, seed))
+                result = evaluate(str(folder), model, eval_on, out,
+                                  model_name=f"{model_slug(model)} + adversarial {name} (seed {seed})")
+                timer.add("evaluate lambda sweep", time.perf_counter() - start, "sweep")
+                row.update({k: result.get(k) for k in ("probe_accuracy", "mono_map", "cross_map",
+                                                       "multilingual_map", "language_bias")})
+            row["discriminator_accuracy"] = discriminator_row(folder)["discriminator_accuracy"]
+            rows.append(row)
+            sweep = pd.DataFrame(rows).reindex(columns=SWEEP_COLUMNS)
+            Path(profile.results_dir).mkdir(parents=True, exist_ok=True)
+            sweep.to_csv(Path(profile.results_dir) / "adversarial_sweep.csv", index=False)  # after every run
     return sweep

@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 from transformers import TrainerCallback
 
-from ..adversarial import NO_ADVERSARY, with_adversary
+from ..adversarial import with_adversary
 from ..profiles import TUNING_EVAL_EVERY, TUNING_GRID, TUNING_SEED, TUNING_STEPS
 
 __all__ = ["ValidationCallback", "validation_dataset", "validate_run", "train_and_validate", "validation_row", "choose_lambda",
