@@ -155,6 +155,7 @@ def encode_texts(
     batch_size: int = 64,
     show_progress_bar: bool = True,
     precision: str = "fp32",
+    store: bool = False,
 ) -> np.ndarray:
     """Encode texts into float32, L2-normalised embeddings, in input order.
 
@@ -173,6 +174,9 @@ def encode_texts(
         show_progress_bar: Show a tqdm bar over batches. Defaults to True.
         precision: ``"fp32"`` (default), ``"bf16"`` (bfloat16 autocast) or ``"auto"``
             (bf16 where the hardware multiplies bf16 natively, see :func:`native_bf16`).
+        store: read the embeddings of texts this model has encoded before, in any process, from the
+            embedding store on disk, and add the others to it
+            (:class:`~hybrid_utils.plumbing.embedding_store.EmbeddingStore`). Defaults to False.
 
     Returns:
         np.ndarray: ``(len(texts), dim)`` float32 array with unit-norm rows.
@@ -180,6 +184,12 @@ def encode_texts(
     import torch
 
     texts = [t if isinstance(t, str) else str(t) for t in texts]
+    if store:
+        from .plumbing.embedding_store import stored_encode
+
+        return stored_encode(model, texts, prompt_name, precision=resolved_precision(precision, model.device),
+                             encode_missing=lambda missing: encode_texts(model, missing, prompt_name, batch_size,
+                                                                         show_progress_bar, precision))
     if prompt_name is not None and prompt_name not in (model.prompts or {}):
         raise ValueError(f"prompt_name {prompt_name!r} not in model.prompts {sorted(model.prompts or {})}")
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -263,11 +273,21 @@ def inference_precision(precision: str, device="cpu"):
 
     import torch
 
+    resolved = resolved_precision(precision, device)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def resolved_precision(precision: str, device="cpu") -> str:
+    """What :func:`inference_precision` computes in on ``device``: ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+    import torch
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
-    if not use_bf16:
-        if precision == "auto" and str(device).startswith("cuda") and torch.cuda.is_available():
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return "bf16"
+    if precision == "auto" and str(device).startswith("cuda") and torch.cuda.is_available():
+        return "fp16"
+    return "fp32"

@@ -263,9 +263,9 @@ def evaluate_lareqa(
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     questions, candidates = dataset.questions, dataset.candidates
-    q_langs = list(questions["language"])
-    c_ids = list(candidates["id"])
-    c_langs = list(candidates["language"])
+    q_langs = list(questions["language"][:])
+    c_ids = list(candidates["id"][:])
+    c_langs = list(candidates["language"][:])
     n_q, n_c = len(q_langs), len(c_ids)
     if n_q == 0 or n_c == 0:
         raise ValueError(f"{getattr(dataset, 'name', 'dataset')} has {n_q} questions and {n_c} candidates; "
@@ -287,7 +287,7 @@ def evaluate_lareqa(
     own_ranks, multi_ranks, rel_lang, bounds = _ranks(q_emb, c_emb, c_lang_idx, rel_rows, len(languages), chunk_size)
     pools = _pool_metrics(own_ranks, rel_lang, q_lang_idx, languages)
     multi = _multilingual_metrics(multi_ranks, q_lang_idx, languages)
-    ids = list(questions["id"])
+    ids = list(questions["id"][:])
     tables = {"per_question": per_question_values(ids, q_lang_idx, pools["pool_ap"], multi["ap"], multi["distance"]),
               "per_query": per_query_values(ids, q_langs, q_lang_idx, pools["pool_ap"], multi["ap"],
                                             multi["distance"])}
@@ -296,7 +296,7 @@ def evaluate_lareqa(
     t2 = time.perf_counter()
     from .language_information import language_information_metrics
 
-    probe_result = language_information_metrics(ids, list(questions["answer_id"]), c_ids, c_emb, c_langs, probe_seed,
+    probe_result = language_information_metrics(ids, list(questions["answer_id"][:]), c_ids, c_emb, c_langs, probe_seed,
                                                 probe=probe)
     seconds_probe = time.perf_counter() - t2
 
@@ -331,7 +331,7 @@ def evaluate_lareqa(
 def _relevant_rows(dataset, c_ids: list) -> np.ndarray:
     """``(n_questions, max relevant)`` candidate rows of each question's relevant ids, padded with -1."""
     questions = dataset.questions
-    q_langs, relevant = list(questions["language"]), list(questions["relevant_ids"])
+    q_langs, relevant = list(questions["language"][:]), list(questions["relevant_ids"][:])
     c_index = {cid: i for i, cid in enumerate(c_ids)}
     if len(c_index) != len(c_ids):
         raise ValueError("candidate ids are not unique")
@@ -364,10 +364,10 @@ def _embeddings(model, dataset, embeddings, candidate_text: str, batch_size: int
         if model is None:
             raise ValueError("pass a model or precomputed embeddings")
         if candidate_text == "sentence":
-            c_texts = list(candidates["sentence"])
+            c_texts = list(candidates["sentence"][:])
         else:
-            c_texts = [f"{s} {c}" for s, c in zip(candidates["sentence"], candidates["context"])]
-        q_emb = _encode(model, list(questions["text"]), "query", batch_size, show_progress_bar, "question", precision)
+            c_texts = [f"{s} {c}" for s, c in zip(candidates["sentence"][:], candidates["context"][:])]
+        q_emb = _encode(model, list(questions["text"][:]), "query", batch_size, show_progress_bar, "question", precision)
         c_emb = _encode(model, c_texts, "passage", batch_size, show_progress_bar, "candidate", precision)
     if q_emb.shape[0] != n_q or c_emb.shape[0] != n_c:
         raise ValueError(f"got {q_emb.shape[0]} question and {c_emb.shape[0]} candidate embeddings for "

@@ -92,25 +92,30 @@ class Evaluator:
         With ``"center"`` among the profile's ``postprocess``, the result also holds the metrics of the
         language-centred embeddings under ``result["postprocess"]["center"]`` (:mod:`hybrid_utils.postprocess`).
         """
-        from .encoder import encode_texts, load_encoder
+        from .encoder import encode_texts, load_encoder, resolved_precision
         from .evaluation import evaluate_lareqa
+        from .plumbing.embedding_store import stored_encode
 
         encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
         cache = self._cache(base_model or self.profile.models[0])
+        precision = cache.precision if cache is not None else self.profile.precision
         if cache is not None:
             def encode(texts, prompt_name, progress=show_progress_bar):
-                return cache.encode(encoder, texts, prompt_name, progress)
+                # every embedding also goes to the store on disk, where chapter 7's maps and search read them
+                return stored_encode(encoder, texts, prompt_name,
+                                     lambda missing: cache.encode(encoder, missing, prompt_name, progress),
+                                     resolved_precision(precision, encoder.device))
         else:
             def encode(texts, prompt_name, progress=show_progress_bar):
                 return encode_texts(encoder, list(texts), prompt_name, show_progress_bar=progress,
-                                    precision=self.profile.precision)
+                                    precision=precision, store=True)
         start = time.perf_counter()
         embeddings = (encode(dataset.questions["text"], "query"), encode(dataset.candidates["sentence"], "passage"))
         seconds_encoding = time.perf_counter() - start
         result = evaluate_lareqa(encoder, dataset, model_name=model_name, embeddings=embeddings,
                                  precision=self.profile.precision, show_progress_bar=show_progress_bar)
         result["seconds_encoding"] = round(seconds_encoding, 3)
-        result["precision"] = cache.precision if cache is not None else self.profile.precision
+        result["precision"] = precision
         if cache is not None:
             result["encoding"] = (f"lower {cache.num_frozen_layers} layers computed once per text "
                                   f"(FrozenPrefixCache), top layers by this model")

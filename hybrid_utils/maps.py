@@ -67,19 +67,22 @@ def answer_sample(dataset, n_ids: int = 300, seed: int = 0, languages: Sequence[
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(complete, size=min(n_ids, len(complete)), replace=False).tolist())
     rows = questions[questions["id"].isin(chosen)].sort_values(["id", "language"])
-    sentences = dict(zip(dataset.candidates["id"], dataset.candidates["sentence"]))
+    sentences = dict(zip(dataset.candidates["id"][:], dataset.candidates["sentence"][:]))
     return pd.DataFrame({"question_id": rows["id"].to_numpy(), "language": rows["language"].to_numpy(),
                          "candidate_id": rows["answer_id"].to_numpy(),
                          "sentence": [sentences[c] for c in rows["answer_id"]]}).reset_index(drop=True)
 
 
 def embed_answers(model, sample: pd.DataFrame, batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
-    """Unit-norm embeddings of ``sample["sentence"]`` with the ``"passage"`` prompt (as the evaluation embeds answers)."""
+    """Unit-norm embeddings of ``sample["sentence"]`` with the ``"passage"`` prompt (as the evaluation embeds answers).
+
+    Read from the embedding store when the evaluation (or an earlier map) already encoded them with this model.
+    """
     from .encoder import encode_texts
 
     prompt = "passage" if "passage" in (getattr(model, "prompts", None) or {}) else None
     return encode_texts(model, list(sample["sentence"]), prompt, batch_size=batch_size,
-                        show_progress_bar=show_progress_bar)
+                        show_progress_bar=show_progress_bar, store=True)
 
 
 def project(embeddings: np.ndarray, method: str = "pca", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:

@@ -53,10 +53,10 @@ def build_training_pairs(dataset: LAReQADataset, question_languages: Sequence[st
         raise ValueError("build_training_pairs needs monolingual=True, cross_lingual=True or both")
     xs = check_languages(dataset.languages if question_languages is None else question_languages, dataset.languages, "question_languages")
     ys = check_languages(dataset.languages if answer_languages is None else answer_languages, dataset.languages, "answer_languages")
-    sentence_of = dict(zip(dataset.candidates["id"], dataset.candidates["sentence"]))
+    sentence_of = dict(zip(dataset.candidates["id"][:], dataset.candidates["sentence"][:]))
     by_language: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
-    for qid, lang, text, answer_id in zip(dataset.questions["id"], dataset.questions["language"],
-                                          dataset.questions["text"], dataset.questions["answer_id"]):
+    for qid, lang, text, answer_id in zip(dataset.questions["id"][:], dataset.questions["language"][:],
+                                          dataset.questions["text"][:], dataset.questions["answer_id"][:]):
         by_language[lang][qid] = (text, answer_id)
     rows = []
     for x in xs:
@@ -86,10 +86,10 @@ def find_overlap(pairs, eval_dataset: LAReQADataset) -> dict:
     text or any candidate sentence of ``eval_dataset`` (candidates include every answer
     sentence). Returns ``{"rows": [...], "questions": n, "answers": n, "shared_texts": [...]}``.
     """
-    eval_texts = _strip_set(eval_dataset.questions["text"]) | _strip_set(eval_dataset.candidates["sentence"])
+    eval_texts = _strip_set(eval_dataset.questions["text"][:]) | _strip_set(eval_dataset.candidates["sentence"][:])
     rows, shared = [], set()
     nq = na = 0
-    for i, (q, a) in enumerate(zip(pairs["question"], pairs["answer"])):
+    for i, (q, a) in enumerate(zip(pairs["question"][:], pairs["answer"][:])):
         q_hit, a_hit = q.strip() in eval_texts, a.strip() in eval_texts
         if q_hit or a_hit:
             rows.append(i)
@@ -129,8 +129,8 @@ def question_groups(dataset: LAReQADataset) -> dict[str, int]:
     Returns:
         ``{question_id: group number}``.
     """
-    paragraph_of = dict(zip(dataset.candidates["id"], dataset.candidates["paragraph_id"]))
-    sentence_of = dict(zip(dataset.candidates["id"], dataset.candidates["sentence"]))
+    paragraph_of = dict(zip(dataset.candidates["id"][:], dataset.candidates["paragraph_id"][:]))
+    sentence_of = dict(zip(dataset.candidates["id"][:], dataset.candidates["sentence"][:]))
     parent: dict[str, str] = {}
 
     def root(node: str) -> str:
@@ -140,11 +140,11 @@ def question_groups(dataset: LAReQADataset) -> dict[str, int]:
             node = parent[node]
         return node
 
-    for qid, answer_id in zip(dataset.questions["id"], dataset.questions["answer_id"]):
+    for qid, answer_id in zip(dataset.questions["id"][:], dataset.questions["answer_id"][:]):
         for key in (f"p:{paragraph_of[answer_id]}", f"s:{sentence_of[answer_id].strip()}"):
             parent[root(key)] = root(f"q:{qid}")
     roots: dict[str, int] = {}
-    return {qid: roots.setdefault(root(f"q:{qid}"), len(roots)) for qid in dict.fromkeys(dataset.questions["id"])}
+    return {qid: roots.setdefault(root(f"q:{qid}"), len(roots)) for qid in dict.fromkeys(dataset.questions["id"][:])}
 
 
 def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int | None = None,
@@ -166,7 +166,7 @@ def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int | None 
     if seed is None:
         from .config import HOLDOUT_SEED
         seed = HOLDOUT_SEED
-    ids = list(dict.fromkeys(pairs["question_id"]))
+    ids = list(dict.fromkeys(pairs["question_id"][:]))
     n_out = int(round(holdout_fraction * len(ids)))
     if holdout_fraction > 0 and n_out == 0:
         n_out = 1
@@ -181,7 +181,7 @@ def split_pairs_by_question_id(pairs, holdout_fraction: float, seed: int | None 
         if len(out) >= n_out:
             break
         out.update(members[group])
-    qids = pairs["question_id"]
+    qids = pairs["question_id"][:]
     train_rows = [i for i, q in enumerate(qids) if q not in out]
     held_rows = [i for i, q in enumerate(qids) if q in out]
     return pairs.select(train_rows), pairs.select(held_rows)
@@ -192,7 +192,7 @@ def _limit_by_question_id(pairs, limit: int, seed: int):
     if limit >= len(pairs):
         return pairs
     rows_of: dict[str, list[int]] = {}
-    for i, q in enumerate(pairs["question_id"]):
+    for i, q in enumerate(pairs["question_id"][:]):
         rows_of.setdefault(q, []).append(i)
     ids = list(rows_of)
     random.Random(seed).shuffle(ids)
@@ -236,10 +236,10 @@ def prepare_training_pairs(config: "TrainConfig", log=print):
     heldout = pairs.select([])
     if config.eval_holdout > 0:
         pairs, heldout = split_pairs_by_question_id(pairs, config.eval_holdout, HOLDOUT_SEED, question_groups(dataset))
-    info["heldout_question_ids"] = sorted(set(heldout["question_id"]))
+    info["heldout_question_ids"] = sorted(set(heldout["question_id"][:]))
     if config.limit_pairs:
         pairs = _limit_by_question_id(pairs, config.limit_pairs, config.seed)
     info["pairs"] = len(pairs)
-    info["monolingual_pairs"] = int(sum(x == y for x, y in zip(pairs["question_language"], pairs["answer_language"])))
+    info["monolingual_pairs"] = int(sum(x == y for x, y in zip(pairs["question_language"][:], pairs["answer_language"][:])))
     info["cross_lingual_pairs"] = info["pairs"] - info["monolingual_pairs"]
     return pairs, heldout, info

@@ -70,8 +70,8 @@ def centering_means(encode: Callable[[list[str], str], np.ndarray], eval_dataset
     for lang in eval_dataset.languages:
         source = train_dataset if lang in train_languages else eval_dataset
         sources[lang] = str(source.name)
-        questions = [t for t, l in zip(source.questions["text"], source.questions["language"]) if l == lang]
-        sentences = [t for t, l in zip(source.candidates["sentence"], source.candidates["language"]) if l == lang]
+        questions = [t for t, l in zip(source.questions["text"][:], source.questions["language"][:]) if l == lang]
+        sentences = [t for t, l in zip(source.candidates["sentence"][:], source.candidates["language"][:]) if l == lang]
         texts["query"] += [(lang, t) for t in _sample(questions, sample, seed)]
         texts["passage"] += [(lang, t) for t in _sample(sentences, sample, seed)]
     out = {"means_from": sources}
@@ -91,8 +91,8 @@ def centered_evaluation(question_embeddings: np.ndarray, candidate_embeddings: n
     """
     from .evaluation import evaluate_lareqa
 
-    questions = center_by_language(question_embeddings, list(eval_dataset.questions["language"]), means["query"])
-    candidates = center_by_language(candidate_embeddings, list(eval_dataset.candidates["language"]), means["passage"])
+    questions = center_by_language(question_embeddings, list(eval_dataset.questions["language"][:]), means["query"])
+    candidates = center_by_language(candidate_embeddings, list(eval_dataset.candidates["language"][:]), means["passage"])
     result = evaluate_lareqa(None, eval_dataset, embeddings=(questions, candidates), show_progress_bar=False,
                              **evaluate_kwargs)
     return {**{key: result.get(key) for key in CENTERED_KEYS}, "means_from": means["means_from"]}

@@ -131,6 +131,9 @@ def encode_pool(model: "SentenceTransformer", dataset: "LAReQADataset", language
                 batch_size: int = 64, show_progress_bar: bool = False) -> tuple[np.ndarray, "pd.DataFrame"]:
     """Embed the candidate sentences of a LAReQA data set (prompt ``"passage"``).
 
+    Sentences this model has encoded before (the evaluation encodes the whole pool) are read from the embedding
+    store on disk (:class:`~hybrid_utils.plumbing.embedding_store.EmbeddingStore`), not encoded again.
+
     Args:
         model: a Sentence Transformers model with a ``"passage"`` prompt (e.g. ``load_encoder("bundled")``).
         dataset: a loaded LAReQA data set.
@@ -164,7 +167,7 @@ def encode_pool(model: "SentenceTransformer", dataset: "LAReQADataset", language
                 ids.append(qid)
     frame["question_ids"] = pd.Series([answered.get(cid, []) for cid in frame["candidate_id"]], dtype=object)
     embeddings = encode_texts(model, frame["sentence"].tolist(), prompt_name="passage", batch_size=batch_size,
-                              show_progress_bar=show_progress_bar)
+                              show_progress_bar=show_progress_bar, store=True)
     return embeddings, frame
 
 

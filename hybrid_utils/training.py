@@ -242,7 +242,7 @@ def _loss_and_dataset(model, pairs, config: TrainConfig, adversarial: bool, info
     from .adversarial import language_label_column
     from .losses import AdversarialLoss
 
-    languages = sorted(set(pairs["question_language"]) | set(pairs["answer_language"]))
+    languages = sorted(set(pairs["question_language"][:]) | set(pairs["answer_language"][:]))
     loss = AdversarialLoss(model, base_loss, languages=languages, lambda_max=config.lambda_max,
                            schedule=config.lambda_schedule, total_steps=config.steps,
                            gamma=config.lambda_gamma, hidden_dim=config.discriminator_hidden,
@@ -250,7 +250,7 @@ def _loss_and_dataset(model, pairs, config: TrainConfig, adversarial: bool, info
                            adversary=config.adversary)
     loss.to(model.device)
     train_dataset = train_dataset.add_column(
-        "label", language_label_column(pairs["question_language"], pairs["answer_language"], languages))
+        "label", language_label_column(pairs["question_language"][:], pairs["answer_language"][:], languages))
     info["adversarial_languages"] = languages
     return loss, train_dataset
 

@@ -53,20 +53,23 @@ def validation_dataset(train_on: str, question_ids: Sequence[str], languages=Non
     return subset_lareqa(load_lareqa(train_on, languages=languages), question_ids, pool="paragraphs")
 
 
-def validate_run(run_dir: str | Path, model=None, probe: bool = True) -> dict:
+def validate_run(run_dir: str | Path, model=None, probe: bool = True, limit_questions: int | None = None) -> dict:
     """Evaluate a finished run on the held-out questions of its own training set (never the evaluation set).
 
     The held-out ids are the ones the run saved (``heldout_question_ids.json``); the pool is the sentences of
     their paragraphs in every language, as in :func:`tune`. ``probe``: also the language probes (raw and on
     centred embeddings) and the translation margin, where :func:`~hybrid_utils.evaluation.evaluate_lareqa`
     computes them, so the adversary is judged by a *freshly trained* probe, not by its own discriminator.
+    ``limit_questions``: only the first N held-out question ids (a profile's ``limit_questions``; the ``smoke``
+    profile's tests then validate on 25 ids, not all 10 %).
     """
     from ..config import HELDOUT_NAME
     from ..encoder import load_encoder
     from ..evaluation import evaluate_lareqa
 
     saved = json.loads((Path(run_dir) / HELDOUT_NAME).read_text())
-    validation = validation_dataset(saved["train_on"], saved["question_ids"])
+    question_ids = saved["question_ids"] if limit_questions is None else saved["question_ids"][:limit_questions]
+    validation = validation_dataset(saved["train_on"], question_ids)
     model = model or load_encoder(str(run_dir))
     return evaluate_lareqa(model, validation, show_progress_bar=False, probe=probe)
 
@@ -92,24 +95,24 @@ VALIDATION_COLUMNS = ["val_mono_map", "val_cross_map", "val_multilingual_map", "
                       "val_probe_accuracy", "val_probe_accuracy_centered", "val_translation_margin"]
 
 
-def validation_row(run_dir: str | Path, model=None) -> dict:
+def validation_row(run_dir: str | Path, model=None, limit_questions: int | None = None) -> dict:
     """:func:`validate_run` as one row of :data:`VALIDATION_COLUMNS` (a probe the evaluation lacks: None).
 
     The row is kept in the run folder (``validation.json``) and read from there while the run's
-    ``train_config.json`` is unchanged, so a resumed study does not validate a run twice.
+    ``train_config.json`` and ``limit_questions`` are unchanged, so a resumed study does not validate a run twice.
     """
     cache, config = Path(run_dir) / "validation.json", Path(run_dir) / "train_config.json"
     stamp = config.stat().st_mtime if config.exists() else None
     if cache.exists():
         saved = json.loads(cache.read_text())
-        if saved.get("train_config_mtime") == stamp:
+        if saved.get("train_config_mtime") == stamp and saved.get("limit_questions") == limit_questions:
             return saved["row"]
-    result = validate_run(run_dir, model)
+    result = validate_run(run_dir, model, limit_questions=limit_questions)
     row = {f"val_{key}": result.get(key) for key in ("mono_map", "cross_map", "multilingual_map", "language_bias",
                                                       "probe_accuracy", "probe_accuracy_centered",
                                                       "translation_margin")}
     row["val_score"] = (row["val_mono_map"] + row["val_cross_map"] + row["val_multilingual_map"]) / 3
-    cache.write_text(json.dumps({"train_config_mtime": stamp, "row": row}))
+    cache.write_text(json.dumps({"train_config_mtime": stamp, "limit_questions": limit_questions, "row": row}))
     return row
 
 
