@@ -1,5 +1,9 @@
 """Test-wide settings; they reach the notebook kernels nbval starts, too."""
 import os
+import shutil
+import tempfile
+
+import pytest
 
 # The notebooks run in the fast smoke profile under the tests, and never reach a model hub.
 os.environ.setdefault("HYBRID_PROFILE", "smoke")
@@ -7,18 +11,45 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+#: One empty folder per test session holds every ``smoke`` run and result (hybrid_utils.profiles.SMOKE_DIR_ENV):
+#: the smoke study is trained once (fixture ``smoke_study``) and the unit tests and the chapters under nbval reuse
+#: its runs, as a reader's chapters reuse ``reproduce``'s. Nothing is left from an earlier session or code version.
+SMOKE_DIR_ENV = "HYBRID_SMOKE_DIR"
+_OWN_SMOKE_DIR = SMOKE_DIR_ENV not in os.environ
+if _OWN_SMOKE_DIR:
+    os.environ[SMOKE_DIR_ENV] = tempfile.mkdtemp(prefix="hybrid-smoke-")
+
 #: ``tests/test_colab_install.py`` (marker ``colab``) builds the package into a fresh venv and runs every chapter
 #: from an empty folder: about 17 CPU-minutes on 2 cores, too long for every test run. It runs when asked for:
-#: ``python -m pytest -m colab tests/test_colab_install.py`` or ``HYBRID_COLAB_SIM=1``.
+#: ``python -m pytest -m colab tests/test_colab_install.py`` or ``HYBRID_COLAB_SIM=1`` (CI does, after the tests).
 COLAB_SIM_ENV = "HYBRID_COLAB_SIM"
 
 
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
     if os.environ.get(COLAB_SIM_ENV) == "1" or "colab" in (config.getoption("markexpr", "") or ""):
         return
     skip = pytest.mark.skip(reason=f"the Colab-like install takes long: run with -m colab or {COLAB_SIM_ENV}=1")
     for item in items:
         if "colab" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_SMOKE_DIR:
+        shutil.rmtree(os.environ[SMOKE_DIR_ENV], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_study():
+    """The committed-study path in miniature, once per session: 2 seeds per method, the lambda sweep, comparisons.
+
+    ``(profile, summary, progress lines)`` of ``reproduce(smoke, methods=[monolingual, hybrid, adversarial],
+    study=True)`` in the session's smoke folder; later tests and chapters reuse its runs.
+    """
+    from hybrid_utils.profiles import get_profile
+    from hybrid_utils.study.reproduce import reproduce
+
+    profile = get_profile("smoke")
+    lines = []
+    summary = reproduce(profile, methods=["monolingual", "hybrid", "adversarial"], study=True, log=lines.append)
+    return profile, summary, lines

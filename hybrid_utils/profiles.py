@@ -42,6 +42,9 @@ PROFILE_ENV = "HYBRID_PROFILE"
 STUDY_ENV = "HYBRID_STUDY"
 #: set by `reproduce --train-sets ... --notebooks`: the protocols the notebooks' study covers (comma-separated)
 TRAIN_SETS_ENV = "HYBRID_TRAIN_SETS"
+#: where the ``smoke`` profile keeps its runs and results instead of ``runs/smoke``: the tests set it to one empty
+#: folder per test session, shared by the unit tests and the notebooks they execute (conftest.py)
+SMOKE_DIR_ENV = "HYBRID_SMOKE_DIR"
 #: the training settings a profile may choose per training set (``Profile.per_train_set``)
 TUNED = ("steps", "learning_rate", "scale", "num_trainable_layers", "reinit_top_layers")
 #: the :class:`~hybrid_utils.config.TrainConfig` fields a profile sets (:meth:`Profile.train_settings`): the
@@ -247,9 +250,12 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {sorted(PROFILES)} "
                          f"(argument or the {PROFILE_ENV} environment variable)")
-    if not overrides:
-        return PROFILES[name]
     profile = PROFILES[name]
+    if name == "smoke" and os.environ.get(SMOKE_DIR_ENV):
+        root = os.environ[SMOKE_DIR_ENV]
+        profile = replace(profile, results_dir=os.path.join(root, "results"), runs_dir=os.path.join(root, "runs"))
+    if not overrides:
+        return profile
     tuned = set(overrides) & set(TUNED)
     if tuned and "per_train_set" not in overrides:  # an explicit value wins over the per-training-set choices
         overrides["per_train_set"] = {train_on: _without(values, tuned) for train_on, values in profile.per_train_set.items()}

@@ -11,15 +11,14 @@ import pytest  # noqa: E402
 
 from hybrid_utils.study.alpha_sweep import (ALPHA_SWEEP_COLUMNS, alpha_run, alpha_sweep, plot_alpha_sweep,  # noqa: E402
                                       summarize_alpha_sweep)
-from hybrid_utils.profiles import get_profile  # noqa: E402
 from hybrid_utils.experiments import ensure_run, run_dir  # noqa: E402
 from hybrid_utils.runs import load_train_log  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("alpha-sweep")
-    return get_profile("smoke", results_dir=str(root / "results"), runs_dir=str(root / "runs"))
+def smoke(smoke_study):
+    """The session's smoke profile: the sweep's ends reuse the smoke study's runs (conftest.py)."""
+    return smoke_study[0]
 
 
 @pytest.fixture(scope="module")

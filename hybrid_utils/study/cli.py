@@ -38,6 +38,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hybrid_utils.study.cli_cache import add_cache_parser
+
 
 class CLIError(Exception):
     """An expected failure, reported as a one-line message and exit code 2."""
@@ -438,34 +440,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
     print(results_frame(result).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.output:
         print(f"wrote {args.output} and {Path(args.output).with_suffix('.csv')}")
-    return 0
-
-
-# --------------------------------------------------------------------------------------
-# cache
-# --------------------------------------------------------------------------------------
-def add_cache_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``cache`` command."""
-    parser = subparsers.add_parser(
-        "cache", help="where the embedding store is and how big; --clear deletes it",
-        description="The embedding store keeps every model's embeddings of the texts it encoded, on disk, so that "
-                    "chapters and evaluations do not encode them again (hybrid_utils.plumbing.embedding_store). "
-                    "Its size limit is $HYBRID_EMBEDDING_CACHE_MB (default 2000, 0 turns it off).")
-    parser.add_argument("--clear", action="store_true", help="delete every stored embedding")
-    parser.set_defaults(handler=run_cache)
-    return parser
-
-
-def run_cache(args: argparse.Namespace) -> int:
-    """Handler of ``cache``: print the store's folder and size, or clear it."""
-    from hybrid_utils.plumbing.embedding_store import EmbeddingStore
-
-    store = EmbeddingStore()
-    if args.clear:
-        print(f"deleted {store.clear() / 1e6:.1f} MB of stored embeddings in {store.root}")
-    else:
-        size = store.size_bytes() if store.root.exists() else 0
-        print(f"embedding store: {store.root}, {size / 1e6:.1f} MB of at most {store.max_bytes / 1e6:.0f} MB")
     return 0
 
 
