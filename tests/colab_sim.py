@@ -43,7 +43,7 @@ PROBE = ("import os, sys, hybrid_utils\n"
 PROBE_LINE = re.compile(r"COLAB-SIM ('.*') ('.*') ('.*')")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: environment variables a clean Colab runtime does not have, which would change what a chapter does
-NOT_ON_COLAB = ("PYTHONPATH", "HYBRID_STUDY", "HYBRID_TRAIN_SETS", "HYBRID_RESULTS_URL", "JUPYTER_PATH")
+NOT_ON_COLAB = ("PYTHONPATH", "HYBRID_STUDY", "HYBRID_TRAIN_SETS", "HYBRID_RESULTS_URL", "JUPYTER_PATH", "HYBRID_SMOKE_DIR")
 
 
 def children_cpu_seconds() -> float:
