@@ -84,3 +84,14 @@ def test_the_reuse_counter_counts_skipped_work():
     log("  [skip] results/x.json exists")
     assert log.reused == 2 and len(lines) == 3
     assert ReuseCounter(log).log == lines.append  # wrapping twice does not count twice
+
+
+def test_the_smoke_folder_follows_its_environment_variable_and_no_other_profile_does(monkeypatch, tmp_path):
+    from hybrid_utils.profiles import PROFILES, SMOKE_DIR_ENV, get_profile
+
+    monkeypatch.setenv(SMOKE_DIR_ENV, str(tmp_path))
+    smoke = get_profile("smoke", steps=5)
+    assert (smoke.runs_dir, smoke.results_dir, smoke.steps) == (str(tmp_path / "runs"), str(tmp_path / "results"), 5)
+    assert get_profile("cpu") == PROFILES["cpu"]
+    monkeypatch.delenv(SMOKE_DIR_ENV)
+    assert get_profile("smoke").runs_dir == PROFILES["smoke"].runs_dir == "runs/smoke/runs"
