@@ -71,6 +71,7 @@ def test_stored_embeddings_equal_fresh_ones_and_are_not_encoded_again(tmp_path, 
     np.testing.assert_array_equal(EmbeddingStore(tmp_path).encode(model, TEXTS[::-1], "passage", again), fresh[::-1])
     more = EmbeddingStore(tmp_path).encode(model, ["who is big", "paris is big"], "passage", again)
     assert again.calls == [["who is big"]]
+    assert EmbeddingStore(tmp_path).encode(model, [], "passage", again).shape == (0, 8)  # nothing to store
     np.testing.assert_allclose(more, encode_texts(model, ["who is big", "paris is big"], "passage",
                                                   show_progress_bar=False), atol=1e-6)
 

@@ -98,7 +98,7 @@ class EmbeddingStore:
                encode_missing: Callable[[list[str]], np.ndarray], precision: str = "fp32") -> np.ndarray:
         """Embeddings of ``texts`` in order: stored ones read, the others by ``encode_missing(texts)`` and stored."""
         texts = [str(t) for t in texts]
-        key = self.key(model, prompt_name, precision)
+        key = self.key(model, prompt_name, precision) if texts else None
         if key is None:
             return encode_missing(texts)
         known, vectors = self._read(key)
