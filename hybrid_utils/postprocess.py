@@ -47,6 +47,13 @@ def _sample(values: list, size: int, seed: int) -> list:
     return [values[i] for i in sorted(rows)]
 
 
+def _by_language(values: list[str], languages: list[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for value, language in zip(values, languages):
+        grouped.setdefault(language, []).append(value)
+    return grouped
+
+
 def centering_means(encode: Callable[[list[str], str], np.ndarray], eval_dataset, train_dataset=None,
                     sample: int = MEAN_SAMPLE, seed: int = 0) -> dict:
     """Per-language mean query and passage embeddings, estimated without relevance labels.
@@ -67,13 +74,14 @@ def centering_means(encode: Callable[[list[str], str], np.ndarray], eval_dataset
     sources = {}
     texts: dict[str, list[tuple[str, str]]] = {"query": [], "passage": []}
     train_languages = set(getattr(train_dataset, "languages", None) or [])
+    grouped: dict[tuple[int, str], dict[str, list[str]]] = {}  # each data set's columns are read once
     for lang in eval_dataset.languages:
         source = train_dataset if lang in train_languages else eval_dataset
         sources[lang] = str(source.name)
-        questions = [t for t, l in zip(source.questions["text"][:], source.questions["language"][:]) if l == lang]
-        sentences = [t for t, l in zip(source.candidates["sentence"][:], source.candidates["language"][:]) if l == lang]
-        texts["query"] += [(lang, t) for t in _sample(questions, sample, seed)]
-        texts["passage"] += [(lang, t) for t in _sample(sentences, sample, seed)]
+        for side, table, column in (("query", source.questions, "text"), ("passage", source.candidates, "sentence")):
+            if (id(source), side) not in grouped:
+                grouped[id(source), side] = _by_language(table[column][:], table["language"][:])
+            texts[side] += [(lang, t) for t in _sample(grouped[id(source), side].get(lang, []), sample, seed)]
     out = {"means_from": sources}
     for side, pairs in texts.items():
         embeddings = encode([t for _, t in pairs], side)

