@@ -85,6 +85,38 @@ class Evaluator:
                                                          precision=self.profile.precision)
         return self._caches[base_model]
 
+    def _precision(self, base_model: str | None) -> str:
+        cache = self._cache(base_model or self.profile.models[0])
+        return cache.precision if cache is not None else self.profile.precision
+
+    def encoder(self, model_path: str, base_model: str | None = None, store: bool = True,
+                show_progress_bar: bool = True):
+        """``(model, encode)``: the model at ``model_path`` and its ``encode(texts, prompt_name, progress)``.
+
+        ``encode`` returns L2-normalised embeddings; the lower layers come from the base model's
+        :class:`~hybrid_utils.plumbing.prefix_cache.FrozenPrefixCache` where the profile freezes them (the cache
+        falls back to a full encode for a model whose lower layers differ). ``store``: embeddings are also
+        read from and written to the embedding store on disk, where chapter 7's maps and search read them.
+        """
+        from .encoder import encode_texts, load_encoder, resolved_precision
+        from .plumbing.embedding_store import stored_encode
+
+        encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
+        cache = self._cache(base_model or self.profile.models[0])
+        precision = self._precision(base_model)
+        if cache is not None:
+            def encode(texts, prompt_name, progress=show_progress_bar):
+                if not store:
+                    return cache.encode(encoder, list(texts), prompt_name, progress)
+                return stored_encode(encoder, texts, prompt_name,
+                                     lambda missing: cache.encode(encoder, missing, prompt_name, progress),
+                                     resolved_precision(precision, encoder.device))
+        else:
+            def encode(texts, prompt_name, progress=show_progress_bar):
+                return encode_texts(encoder, list(texts), prompt_name, show_progress_bar=progress,
+                                    precision=precision, store=store)
+        return encoder, encode
+
     def evaluate(self, model_path: str, dataset, model_name: str, base_model: str | None = None,
                  show_progress_bar: bool = True) -> dict:
         """``evaluate_lareqa`` of the model at ``model_path`` (a run folder or model name) on ``dataset``.
@@ -92,23 +124,10 @@ class Evaluator:
         With ``"center"`` among the profile's ``postprocess``, the result also holds the metrics of the
         language-centred embeddings under ``result["postprocess"]["center"]`` (:mod:`hybrid_utils.postprocess`).
         """
-        from .encoder import encode_texts, load_encoder, resolved_precision
         from .evaluation import evaluate_lareqa
-        from .plumbing.embedding_store import stored_encode
 
-        encoder = load_encoder(model_path, quantize_int8=self.profile.int8_eval)
-        cache = self._cache(base_model or self.profile.models[0])
-        precision = cache.precision if cache is not None else self.profile.precision
-        if cache is not None:
-            def encode(texts, prompt_name, progress=show_progress_bar):
-                # every embedding also goes to the store on disk, where chapter 7's maps and search read them
-                return stored_encode(encoder, texts, prompt_name,
-                                     lambda missing: cache.encode(encoder, missing, prompt_name, progress),
-                                     resolved_precision(precision, encoder.device))
-        else:
-            def encode(texts, prompt_name, progress=show_progress_bar):
-                return encode_texts(encoder, list(texts), prompt_name, show_progress_bar=progress,
-                                    precision=precision, store=True)
+        encoder, encode = self.encoder(model_path, base_model, show_progress_bar=show_progress_bar)
+        cache, precision = self._cache(base_model or self.profile.models[0]), self._precision(base_model)
         start = time.perf_counter()
         embeddings = (encode(dataset.questions["text"], "query"), encode(dataset.candidates["sentence"], "passage"))
         seconds_encoding = time.perf_counter() - start

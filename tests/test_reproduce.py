@@ -102,6 +102,23 @@ def test_study_resumes_without_recomputing(study):
     pd.testing.assert_frame_equal(again, summary)
 
 
+def test_sweep_validation_through_the_evaluators_frozen_layers_equals_a_plain_one(study):
+    """The sweep validates its runs with the Evaluator's cached lower layers (computed once for all runs): the
+    same numbers as a plain full-model validation."""
+    from hybrid_utils.experiments import Evaluator, sweep_dir
+    from hybrid_utils.study.tuning import validate_run
+
+    profile = study[0]
+    folder = sweep_dir(profile, "bundled", 1.0, 1, "reversal")
+    evaluator = Evaluator(profile, log=lambda *a: None)
+    cached = validate_run(folder, limit_questions=5, evaluator=evaluator)
+    assert evaluator._caches  # the frozen lower layers were used
+    plain = validate_run(folder, limit_questions=5)
+    for key in ("mono_map", "cross_map", "multilingual_map", "language_bias", "probe_accuracy_centered",
+                "translation_margin"):
+        assert cached[key] == pytest.approx(plain[key], abs=1e-6), key
+
+
 def test_unknown_method_is_refused_before_any_work(tmp_path):
     profile = get_profile("smoke", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
     with pytest.raises(ValueError, match="unknown method.*choose from"):

@@ -188,7 +188,7 @@ def lambda_sweep(profile: Profile, evaluate: "Evaluator | None" = None, timer: "
             ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
                        adversary=adversary, output_dir=str(folder))
             row = {"adversary": adversary if value > 0 else NO_ADVERSARY, "lambda_max": value, "seed": seed,
-                   **validation_row(folder, limit_questions=profile.limit_questions)}
+                   **validation_row(folder, limit_questions=profile.limit_questions, evaluator=evaluate)}
             timer.add("train and validate lambda sweep", time.perf_counter() - start, "sweep")
             if eval_set and (eval_seeds is None or seed in eval_seeds):
                 start = time.perf_counter()

@@ -53,7 +53,8 @@ def validation_dataset(train_on: str, question_ids: Sequence[str], languages=Non
     return subset_lareqa(load_lareqa(train_on, languages=languages), question_ids, pool="paragraphs")
 
 
-def validate_run(run_dir: str | Path, model=None, probe: bool = True, limit_questions: int | None = None) -> dict:
+def validate_run(run_dir: str | Path, model=None, probe: bool = True, limit_questions: int | None = None,
+                 evaluator=None) -> dict:
     """Evaluate a finished run on the held-out questions of its own training set (never the evaluation set).
 
     The held-out ids are the ones the run saved (``heldout_question_ids.json``); the pool is the sentences of
@@ -61,7 +62,9 @@ def validate_run(run_dir: str | Path, model=None, probe: bool = True, limit_ques
     centred embeddings) and the translation margin, where :func:`~hybrid_utils.evaluation.evaluate_lareqa`
     computes them, so the adversary is judged by a *freshly trained* probe, not by its own discriminator.
     ``limit_questions``: only the first N held-out question ids (a profile's ``limit_questions``; the ``smoke``
-    profile's tests then validate on 25 ids, not all 10 %).
+    profile's tests then validate on 25 ids, not all 10 %). ``evaluator``: a
+    :class:`~hybrid_utils.experiments.Evaluator` whose frozen lower layers serve the encoding, so the runs of one
+    sweep compute them once (used when ``model`` is None; the embeddings are not kept in the store).
     """
     from ..config import HELDOUT_NAME
     from ..encoder import load_encoder
@@ -70,6 +73,8 @@ def validate_run(run_dir: str | Path, model=None, probe: bool = True, limit_ques
     saved = json.loads((Path(run_dir) / HELDOUT_NAME).read_text())
     question_ids = saved["question_ids"] if limit_questions is None else saved["question_ids"][:limit_questions]
     validation = validation_dataset(saved["train_on"], question_ids)
+    if model is None and evaluator is not None:
+        _, model = evaluator.encoder(str(run_dir), store=False, show_progress_bar=False)  # encode(texts, prompt)
     model = model or load_encoder(str(run_dir))
     return evaluate_lareqa(model, validation, show_progress_bar=False, probe=probe)
 
@@ -95,7 +100,7 @@ VALIDATION_COLUMNS = ["val_mono_map", "val_cross_map", "val_multilingual_map", "
                       "val_probe_accuracy", "val_probe_accuracy_centered", "val_translation_margin"]
 
 
-def validation_row(run_dir: str | Path, model=None, limit_questions: int | None = None) -> dict:
+def validation_row(run_dir: str | Path, model=None, limit_questions: int | None = None, evaluator=None) -> dict:
     """:func:`validate_run` as one row of :data:`VALIDATION_COLUMNS` (a probe the evaluation lacks: None).
 
     The row is kept in the run folder (``validation.json``) and read from there while the run's
@@ -107,7 +112,7 @@ def validation_row(run_dir: str | Path, model=None, limit_questions: int | None 
         saved = json.loads(cache.read_text())
         if saved.get("train_config_mtime") == stamp and saved.get("limit_questions") == limit_questions:
             return saved["row"]
-    result = validate_run(run_dir, model, limit_questions=limit_questions)
+    result = validate_run(run_dir, model, limit_questions=limit_questions, evaluator=evaluator)
     row = {f"val_{key}": result.get(key) for key in ("mono_map", "cross_map", "multilingual_map", "language_bias",
                                                       "probe_accuracy", "probe_accuracy_centered",
                                                       "translation_margin")}
