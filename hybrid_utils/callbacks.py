@@ -108,6 +108,20 @@ class TrainLogCallback(TrainerCallback):
             fh.write(json.dumps(row) + "\n")
 
 
+class NoFinalCheckpointCallback(TrainerCallback):
+    """Skips the trainer's checkpoint at the last step when checkpoints are not kept.
+
+    transformers saves a checkpoint (the whole model and the optimizer) when training ends, and
+    :func:`hybrid_utils.training.train` then saves the finished model itself and deletes the checkpoints unless
+    ``keep_checkpoints``: without this callback every run writes the model twice (470 MB more for
+    multilingual-e5-small). The checkpoints during training, which resuming needs, are unchanged.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_save = False
+
+
 class DiscriminatorCheckpointCallback(TrainerCallback):
     """Saves the adversarial loss's discriminator into every checkpoint (it is not part of the model)."""
 

@@ -71,7 +71,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .callbacks import (
-    BatchRecordingCollator, DiscriminatorCheckpointCallback, TrainLogCallback, use_single_progress_bar,
+    BatchRecordingCollator, DiscriminatorCheckpointCallback, NoFinalCheckpointCallback, TrainLogCallback,
+    use_single_progress_bar,
 )
 from .config import (
     CHECKPOINT_DIR, CONFIG_NAME, DISCRIMINATOR_NAME, HELDOUT_NAME, LOG_NAME, METHODS, ZERO_SHOT, TrainConfig,
@@ -214,7 +215,7 @@ def build_training_run(config: TrainConfig, model=None, log=print) -> TrainingRu
                                       router_mapping=args.router_mapping or {}, record_path=record_path)
 
     log_callback = TrainLogCallback(out / LOG_NAME, loss if spec.adversarial else None)
-    callbacks = [log_callback]
+    callbacks = [log_callback] + ([] if config.keep_checkpoints else [NoFinalCheckpointCallback()])
     if spec.adversarial:
         from .adversarial import AdversarialCallback
         callbacks += [AdversarialCallback(loss), DiscriminatorCheckpointCallback(loss)]
