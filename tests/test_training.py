@@ -168,6 +168,7 @@ def test_training_lowers_loss_and_raises_held_out_cross_lingual_map(tmp_path):
     """
     from hybrid_utils.encoder import load_encoder
     from hybrid_utils.evaluation import evaluate_lareqa
+    from hybrid_utils.plumbing.prefix_cache import FrozenPrefixCache
 
     # the pretrained start and its learning rate (profile cpu-pretrained), not the cpu profile's re-initialised top
     # layers, which 30 steps cannot bring back to the pretrained model
@@ -178,7 +179,11 @@ def test_training_lowers_loss_and_raises_held_out_cross_lingual_map(tmp_path):
     _, heldout, _ = prepare_training_pairs(config, log=None)
     held = subset_lareqa(dataset, sorted(set(heldout["question_id"])))
 
-    base = evaluate_lareqa(load_encoder("bundled", device="cpu"), held, show_progress_bar=False)
+    # both models share the frozen lower layers: they are computed once (the study's Evaluator does the same)
+    base_model = load_encoder("bundled", device="cpu")
+    layers = FrozenPrefixCache(base_model, num_frozen_layers=12 - config.num_trainable_layers)
+    base = evaluate_lareqa(base_model, held, embeddings=layers.lareqa_embeddings(base_model, held, False),
+                           show_progress_bar=False)
     path = train(config, log=None)
     frame = load_train_log(path)
     assert list(frame["step"]) == list(range(1, 31))
@@ -189,7 +194,9 @@ def test_training_lowers_loss_and_raises_held_out_cross_lingual_map(tmp_path):
 
     tuned_model = load_encoder(str(path), device="cpu")
     assert tuned_model.max_seq_length == 512  # the training truncation is not saved
-    tuned = evaluate_lareqa(tuned_model, held, show_progress_bar=False)
+    assert layers.matches(tuned_model)  # only the top layers were trained
+    tuned = evaluate_lareqa(tuned_model, held, embeddings=layers.lareqa_embeddings(tuned_model, held, False),
+                            show_progress_bar=False)
     for key in ("multilingual_map", "cross_map", "mono_map", "language_bias"):
         print(f"held-out {key}: {base[key]:.4f} -> {tuned[key]:.4f}")
     assert tuned["multilingual_map"] > base["multilingual_map"] + 0.02
@@ -268,6 +275,24 @@ def test_resume_continues_at_the_saved_step(tmp_path):
     summary = json.loads((out / "train_config.json").read_text())["summary"]
     assert summary["global_step"] == 6 and summary["resumed_from"].endswith("checkpoint-3")
     assert frame["elapsed_s"].is_monotonic_increasing
+
+
+def test_a_run_without_kept_checkpoints_skips_the_trainers_last_checkpoint(tmp_path, monkeypatch):
+    """Checkpoints during training stay (resuming needs them); the one at the last step, which ``train`` would
+    delete right after saving the model itself, is not written."""
+    from transformers import Trainer
+
+    saved_at, original = [], Trainer._save_checkpoint
+
+    def recording(self, *args, **kwargs):
+        saved_at.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", recording)
+    out = train(TrainConfig(method="monolingual", limit_pairs=300, batch_size=8, steps=3, save_steps=2,
+                            output_dir=str(tmp_path / "run"), **SMALL), log=None)
+    assert saved_at == [2]
+    assert (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
 
 
 # --------------------------------------------------------------------------- several processes
