@@ -8,8 +8,10 @@ it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses
 
 * ``--write`` writes each executed notebook back in place (only when it ran without error), so the committed
   outputs and the recorded times come from one run.
-* ``--from-scratch`` runs the chapters, in book order, in a temporary folder with an empty ``results/`` and no
-  ``runs/``: everything the chapters read is computed first. Hours in the ``cpu`` profile; not with ``--write``.
+* ``--from-scratch`` runs the chapters, in book order, in a temporary folder with an empty ``results/``, no
+  ``runs/`` and an empty package cache (``$HYBRID_UTILS_CACHE``: the converted model, the embedding store), as
+  on a fresh clone on a new machine: everything the chapters read is computed first, the bundled model is
+  converted by the first chapter that loads it. Not with ``--write``.
 
 ``seconds`` are wall-clock, which other processes on the machine stretch: the load average before and after
 each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much.
@@ -19,7 +21,8 @@ each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which 
     python benchmarks/notebooks.py --profile smoke --only 01 --out /tmp/times.json
 
 ``--out`` (default ``results/notebook_times.json``) holds ``{"measurements": [...]}``, one entry per chapter,
-profile and mode (``"committed results"`` or ``"from scratch"``); a new measurement replaces the old one::
+profile and mode (``"committed results"`` or ``"from scratch"``), and the gpu study's estimated time on a Colab T4
+(:func:`t4_estimate`, ``"mode": "estimate"``); a new measurement replaces the old one::
 
     {"chapter": "03_fine_tuning", "kind": "chapter", "profile": "cpu", "mode": "committed results",
      "seconds": 252.1, "cpu_seconds": 431.0, "ok": true, "error": null, "written": true, "date": "2026-12-06",
@@ -46,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # hybrid_utils from this checkout
 
-from hybrid_utils.notebook import COMMITTED, FROM_SCRATCH, NOTEBOOK_TIMES  # noqa: E402
+from hybrid_utils.notebook import COMMITTED, ESTIMATE, FROM_SCRATCH, GPU_STUDY, NOTEBOOK_TIMES  # noqa: E402
 from hybrid_utils.profiles import get_profile  # noqa: E402
 from hybrid_utils.study.run_notebooks import notebook_environment  # noqa: E402
 
@@ -128,6 +131,25 @@ def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "machine": info}
 
 
+def t4_estimate() -> dict:
+    """The gpu profile's ``reproduce`` on a Colab T4, *estimated* (no GPU here): ``reproduce --dry-run``'s figure.
+
+    :func:`hybrid_utils.study.plan.assumed_seconds` of everything ``reproduce`` trains and evaluates from empty
+    folders (operation counts at an assumed T4 speed; set-up and downloads not counted). Recorded with
+    ``"mode": "estimate"`` so that no chapter reports it as measured; a real measurement replaces it in the lines.
+    """
+    from dataclasses import replace
+
+    from hybrid_utils.study.plan import assumed_seconds, plan_study
+
+    with tempfile.TemporaryDirectory(prefix="t4-estimate-") as empty:
+        gpu = replace(get_profile("gpu"), results_dir=str(Path(empty) / "results"), runs_dir=str(Path(empty) / "runs"))
+        estimate = assumed_seconds(plan_study(gpu))
+    return {"chapter": GPU_STUDY, "kind": "estimate", "profile": "gpu", "mode": ESTIMATE,
+            "seconds": round(estimate.total_seconds, 1), "source": estimate.source, "ok": True,
+            "date": datetime.date.today().isoformat(), "machine": {"gpu": "Colab T4 (assumed, not measured)"}}
+
+
 def record(out: Path, entries: list[dict]) -> None:
     """Merge ``entries`` into ``out``: a new measurement replaces the one of the same chapter, profile and mode."""
     try:
@@ -176,6 +198,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="from-scratch-") as scratch:
         if args.from_scratch:
             (Path(scratch) / "results").mkdir()  # present and empty: nothing is read, nothing is fetched
+            os.environ["HYBRID_UTILS_CACHE"] = str(Path(scratch) / "cache")  # the kernels inherit it
         for path in paths:
             cwd = Path(scratch) if args.from_scratch else path.parent
             entry = measure(path, profile, FROM_SCRATCH if args.from_scratch else COMMITTED, cwd, args.write,
@@ -183,8 +206,10 @@ def main(argv=None) -> int:
             entries.append(entry)
             print(f"{entry['chapter']}: {entry['seconds']:.1f} s" + ("" if entry["ok"] else f"  FAILED: {entry['error']}"),
                   flush=True)
-    record(Path(args.out), entries)
+    estimate = t4_estimate()
+    record(Path(args.out), entries + [estimate])
     print(table(entries))
+    print(f"{GPU_STUDY} on a Colab T4, estimated (not measured): {estimate['seconds'] / 3600:.1f} h ({estimate['source']})")
     print(f"written to {args.out}")
     return 0 if all(e["ok"] for e in entries) else 1
 

@@ -146,6 +146,9 @@ def committed_results_note(profile: Profile) -> str:
 NOTEBOOK_TIMES = "results/notebook_times.json"
 #: How a chapter ran: reading the committed results, or computing everything they hold first.
 COMMITTED, FROM_SCRATCH = "committed results", "from scratch"
+#: An entry of ``notebook_times.json`` that is not a measurement: the gpu study's time on a Colab T4 from operation
+#: counts at an assumed speed (``benchmarks/notebooks.py`` writes it; chapter lines label it as an estimate)
+ESTIMATE, GPU_STUDY = "estimate", "gpu study"
 
 
 def _duration(seconds: float) -> str:
@@ -203,4 +206,17 @@ def chapter_cost(chapter: str, path: str | os.PathLike = NOTEBOOK_TIMES, profile
     scratch = _latest(entries, name, profile, FROM_SCRATCH)
     gpu = _latest(entries, name, "gpu", COMMITTED) or _latest(entries, name, "gpu", FROM_SCRATCH)
     return (f"{first}; from scratch: {_measured(scratch) if scratch else 'not measured yet'}; "
-            f"on a Colab T4 (gpu profile): {_measured(gpu) if gpu else 'not measured yet'}.")
+            f"on a Colab T4 (gpu profile): {_measured(gpu) if gpu else 'not measured yet' + _t4_estimate(entries)}.")
+
+
+def _t4_estimate(entries: list) -> str:
+    """`` (an estimate, not a measurement: ...)`` from the gpu study's estimate entry, or ``""`` without one."""
+    found = [e for e in entries if isinstance(e, dict) and e.get("mode") == ESTIMATE and e.get("chapter") == GPU_STUDY
+             and isinstance(e.get("seconds"), (int, float))]
+    if not found:
+        return ""
+    latest = max(found, key=lambda e: str(e.get("date", "")))
+    return (f" (an estimate, not a measurement: the gpu profile's `reproduce`, whose runs and evaluations chapters 3 "
+            f"to 5 make on a fresh Colab, about {_duration(latest['seconds'])} from operation counts at an assumed T4 "
+            f"speed, as `python -m hybrid_utils reproduce --profile gpu --dry-run` prints it; chapter 4's λ sweep "
+            f"comes on top)")

@@ -65,3 +65,40 @@ def test_a_gpu_measurement_is_reported_as_measured(tmp_path):
     line = chapter_cost("03", write(tmp_path, [gpu]))
     assert line.endswith("on a Colab T4 (gpu profile): 10.0 minutes (measured 2026-01-10, Tesla T4).")
     assert "committed results (cpu profile) this chapter's time is not measured yet" in line
+
+
+def test_the_t4_estimate_is_labelled_as_one_and_a_measurement_replaces_it(tmp_path):
+    from hybrid_utils.notebook import ESTIMATE, GPU_STUDY
+
+    estimate = entry(chapter=GPU_STUDY, kind="estimate", profile="gpu", mode=ESTIMATE, seconds=1.5 * 3600)
+    line = chapter_cost("03", write(tmp_path, [entry(), estimate]))
+    assert line.endswith("on a Colab T4 (gpu profile): not measured yet (an estimate, not a measurement: the gpu "
+                         "profile's `reproduce`, whose runs and evaluations chapters 3 to 5 make on a fresh Colab, about "
+                         "1.5 hours from operation counts at an assumed T4 speed, as `python -m hybrid_utils reproduce "
+                         "--profile gpu --dry-run` prints it; chapter 4's λ sweep comes on top).")
+    assert "from scratch: not measured yet" in line  # the estimate is never taken for a CPU measurement
+    gpu = entry(profile="gpu", seconds=600, mode=FROM_SCRATCH)
+    gpu["machine"]["gpu"] = "Tesla T4"
+    measured = chapter_cost("03", write(tmp_path, [entry(), estimate, gpu]))
+    assert measured.endswith("on a Colab T4 (gpu profile): 10.0 minutes (measured 2026-01-10, Tesla T4).")
+
+
+def test_the_benchmark_records_the_dry_runs_t4_estimate_of_the_whole_gpu_study(tmp_path):
+    import importlib.util
+    from dataclasses import replace
+    from pathlib import Path
+
+    from hybrid_utils.notebook import ESTIMATE, GPU_STUDY
+    from hybrid_utils.profiles import get_profile
+    from hybrid_utils.study.plan import assumed_seconds, plan_study
+
+    spec = importlib.util.spec_from_file_location(
+        "notebook_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "notebooks.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    estimate = benchmark.t4_estimate()
+    assert (estimate["chapter"], estimate["profile"], estimate["mode"]) == (GPU_STUDY, "gpu", ESTIMATE)
+    empty = replace(get_profile("gpu"), results_dir=str(tmp_path / "r"), runs_dir=str(tmp_path / "runs"))
+    expected = assumed_seconds(plan_study(empty)).total_seconds
+    assert estimate["seconds"] == pytest.approx(expected, abs=0.1) and estimate["seconds"] > 600
+    assert "assumed" in estimate["source"]
