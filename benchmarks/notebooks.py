@@ -204,10 +204,11 @@ def main(argv=None) -> int:
             entry = measure(path, profile, FROM_SCRATCH if args.from_scratch else COMMITTED, cwd, args.write,
                             args.timeout, info)
             entries.append(entry)
+            record(Path(args.out), [entry])  # after every chapter: an interrupted run keeps what it measured
             print(f"{entry['chapter']}: {entry['seconds']:.1f} s" + ("" if entry["ok"] else f"  FAILED: {entry['error']}"),
                   flush=True)
     estimate = t4_estimate()
-    record(Path(args.out), entries + [estimate])
+    record(Path(args.out), [estimate])
     print(table(entries))
     print(f"{GPU_STUDY} on a Colab T4, estimated (not measured): {estimate['seconds'] / 3600:.1f} h ({estimate['source']})")
     print(f"written to {args.out}")

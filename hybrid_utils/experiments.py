@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from .config import METHODS, ZERO_SHOT
@@ -46,6 +47,14 @@ def result_path(profile: Profile, model: str, method: str, eval_on: str, seed: i
                                                                                  else seed)
 
 
+#: the frozen-layer caches of a process, shared by its Evaluators (a chapter makes one per ``ensure_result`` call, and
+#: each used to compute the lower layers of the whole pool again); keyed by base model, trained layers and precision,
+#: the least recently used dropped first. Each keeps the lower layers' output for every token of every text it has
+#: encoded, as long as the process lives.
+_PREFIX_CACHES: "OrderedDict[tuple, object]" = OrderedDict()
+_PREFIX_CACHES_SIZE = 2
+
+
 def is_finished_run(path: Path) -> bool:
     return (path / "train_config.json").exists() and (path / "modules.json").exists()
 
@@ -55,7 +64,7 @@ class Evaluator:
 
     Every model fine-tuned with ``trainable="cpu-default"`` keeps the base model's embeddings
     and lower layers, so a :class:`~hybrid_utils.plumbing.prefix_cache.FrozenPrefixCache` per base
-    model computes them once, and each model only runs its top layers.
+    model, shared by every Evaluator of the process, computes them once, and each model only runs its top layers.
     """
 
     def __init__(self, profile: Profile, log=print):
@@ -79,10 +88,16 @@ class Evaluator:
         if self.profile.trainable != "cpu-default" or self.profile.int8_eval:
             return None
         if base_model not in self._caches:
-            base = load_encoder(base_model)
-            total = base[0].auto_model.config.num_hidden_layers
-            self._caches[base_model] = FrozenPrefixCache(base, total - self.profile.num_trainable_layers,
-                                                         precision=self.profile.precision)
+            key = (base_model, self.profile.num_trainable_layers, self.profile.precision)
+            if key not in _PREFIX_CACHES:
+                base = load_encoder(base_model)
+                total = base[0].auto_model.config.num_hidden_layers
+                _PREFIX_CACHES[key] = FrozenPrefixCache(base, total - self.profile.num_trainable_layers,
+                                                        precision=self.profile.precision)
+                while len(_PREFIX_CACHES) > _PREFIX_CACHES_SIZE:
+                    _PREFIX_CACHES.popitem(last=False)
+            _PREFIX_CACHES.move_to_end(key)
+            self._caches[base_model] = _PREFIX_CACHES[key]
         return self._caches[base_model]
 
     def _precision(self, base_model: str | None) -> str:

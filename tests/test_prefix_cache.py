@@ -49,3 +49,18 @@ def test_cache_serves_a_model_with_changed_top_layers_only(base, texts):
 def test_invalid_layer_count(base):
     with pytest.raises(ValueError, match="between 1 and 11"):
         FrozenPrefixCache(base, num_frozen_layers=12)
+
+
+def test_evaluators_of_one_process_share_the_frozen_layers():
+    """A chapter makes an Evaluator per ensure_result call: they must not compute the pool's lower layers again."""
+    from dataclasses import replace
+
+    from hybrid_utils.experiments import Evaluator
+    from hybrid_utils.profiles import get_profile
+
+    smoke = get_profile("smoke")
+    first, second = Evaluator(smoke, log=None), Evaluator(smoke, log=None)
+    assert first._cache("bundled") is second._cache("bundled") is not None
+    other = Evaluator(replace(smoke, num_trainable_layers=smoke.num_trainable_layers + 1), log=None)._cache("bundled")
+    assert other is not first._cache("bundled")
+    assert other.num_frozen_layers == first._cache("bundled").num_frozen_layers - 1
