@@ -105,6 +105,18 @@ def test_unreachable_hub_without_offline_flag_fails_in_seconds_not_after_retries
     assert calls[0][0] == ("huggingface.co", 443) and calls[0][1] == 3.0
 
 
+def test_a_local_beir_folder_loads_without_asking_the_hub(monkeypatch, tmp_path):
+    """Offline without HF_HUB_OFFLINE (a laptop without network): the local folder is read, the hub never asked."""
+    import hybrid_utils.study.benchmark as benchmark_module
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(benchmark_module, "hub_reachable", lambda: pytest.fail("the hub was asked for a local folder"))
+    task = beir_task(export_beir("xquad-r", "de", tmp_path / "de", limit_questions=3))
+    benchmark_module._load(task)
+    assert task.data_loaded
+
+
 def test_unknown_task_and_language_subsets():
     with pytest.raises(ValueError, match="unknown mteb task"):
         _hub_tasks(["SciFactt"], None)

@@ -164,10 +164,12 @@ def _load(task) -> None:
     """Load a task's data; a hub that cannot be reached becomes :class:`HubDataUnavailableError`.
 
     Offline (``HF_HUB_OFFLINE=1``) the datasets library refuses at once unless the data is cached;
-    without it, :func:`hub_reachable` is asked first. Either way this fails in seconds, before any
+    without it, :func:`hub_reachable` is asked first, except for a local BEIR folder (:func:`beir_task`), which
+    needs no hub. Either way this fails in seconds, before any
     model is loaded.
     """
-    if not _hub_offline() and not hub_reachable():
+    local = (task.metadata.dataset or {}).get("revision") == "local"  # beir_task: a folder on disk, no hub
+    if not local and not _hub_offline() and not hub_reachable():
         raise _unavailable(task.metadata.name, "the Hub did not answer within 3 s; if the data is already cached, "
                                                "set HF_HUB_OFFLINE=1 to use the cache")
     try:
