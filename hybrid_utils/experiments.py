@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 from .config import METHODS, ZERO_SHOT
+from .plumbing.lru import LRURegistry
 from .profiles import Profile, get_profile
 from .results import model_slug, result_name
 
@@ -51,8 +51,7 @@ def result_path(profile: Profile, model: str, method: str, eval_on: str, seed: i
 #: each used to compute the lower layers of the whole pool again); keyed by base model, trained layers and precision,
 #: the least recently used dropped first. Each keeps the lower layers' output for every token of every text it has
 #: encoded, as long as the process lives.
-_PREFIX_CACHES: "OrderedDict[tuple, object]" = OrderedDict()
-_PREFIX_CACHES_SIZE = 2
+_PREFIX_CACHES = LRURegistry(size=2)
 
 
 def is_finished_run(path: Path) -> bool:
@@ -70,7 +69,6 @@ class Evaluator:
     def __init__(self, profile: Profile, log=print):
         self.profile, self.log = profile, log
         self._datasets: dict = {}
-        self._caches: dict = {}
 
     def dataset(self, name: str):
         """The evaluation set ``name`` with the profile's languages and question limit (loaded once)."""
@@ -87,18 +85,14 @@ class Evaluator:
 
         if self.profile.trainable != "cpu-default" or self.profile.int8_eval:
             return None
-        if base_model not in self._caches:
-            key = (base_model, self.profile.num_trainable_layers, self.profile.precision)
-            if key not in _PREFIX_CACHES:
-                base = load_encoder(base_model)
-                total = base[0].auto_model.config.num_hidden_layers
-                _PREFIX_CACHES[key] = FrozenPrefixCache(base, total - self.profile.num_trainable_layers,
-                                                        precision=self.profile.precision)
-                while len(_PREFIX_CACHES) > _PREFIX_CACHES_SIZE:
-                    _PREFIX_CACHES.popitem(last=False)
-            _PREFIX_CACHES.move_to_end(key)
-            self._caches[base_model] = _PREFIX_CACHES[key]
-        return self._caches[base_model]
+
+        def build():
+            base = load_encoder(base_model)
+            total = base[0].auto_model.config.num_hidden_layers
+            return FrozenPrefixCache(base, total - self.profile.num_trainable_layers, precision=self.profile.precision)
+
+        key = (base_model, self.profile.num_trainable_layers, self.profile.precision)
+        return _PREFIX_CACHES.get(key, build)
 
     def _precision(self, base_model: str | None) -> str:
         cache = self._cache(base_model or self.profile.models[0])

@@ -111,8 +111,10 @@ def test_sweep_validation_through_the_evaluators_frozen_layers_equals_a_plain_on
     profile = study[0]
     folder = sweep_dir(profile, "bundled", 1.0, 1, "reversal")
     evaluator = Evaluator(profile, log=lambda *a: None)
+    frozen_layers, asked = evaluator._cache, []
+    evaluator._cache = lambda base: asked.append(frozen_layers(base)) or asked[-1]
     cached = validate_run(folder, limit_questions=5, evaluator=evaluator)
-    assert evaluator._caches  # the frozen lower layers were used
+    assert asked and all(cache is not None for cache in asked)  # the frozen lower layers were used
     plain = validate_run(folder, limit_questions=5)
     for key in ("mono_map", "cross_map", "multilingual_map", "language_bias", "probe_accuracy_centered",
                 "translation_margin"):

@@ -12,6 +12,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 
 from hybrid_utils.encoder import load_encoder
 from hybrid_utils.plumbing import shared_tokenizer
+from hybrid_utils.plumbing.lru import LRURegistry
 from hybrid_utils.plumbing.shared_tokenizer import shared_tokenizers, tokenizer_files_digest
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "berlin", "has", "people", "how", "many", "live", "in",
@@ -38,7 +39,7 @@ def _save_tiny_model(folder, words=WORDS):
 @pytest.fixture
 def parses(monkeypatch):
     """The folders whose tokenizer transformers really parsed during the test (the shared ones are cleared first)."""
-    monkeypatch.setattr(shared_tokenizer, "_SHARED", type(shared_tokenizer._SHARED)())
+    monkeypatch.setattr(shared_tokenizer, "_SHARED", LRURegistry(size=4))
     original, seen = st_transformer.AutoProcessor, []
 
     class Counting:

@@ -23,8 +23,9 @@ import contextlib
 import copy
 import hashlib
 import os
-from collections import OrderedDict
 from pathlib import Path
+
+from .lru import LRURegistry
 
 __all__ = ["shared_tokenizers", "tokenizer_files_digest"]
 
@@ -32,8 +33,7 @@ __all__ = ["shared_tokenizers", "tokenizer_files_digest"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "sentencepiece.bpe.model", "vocab.txt", "chat_template.jinja")
 #: parsed tokenizers kept per process, the least recently used dropped first (one per base model in practice)
-_SHARED: "OrderedDict[tuple, object]" = OrderedDict()
-_SHARED_SIZE = 4
+_SHARED = LRURegistry(size=4)
 
 
 def tokenizer_files_digest(folder: str | os.PathLike) -> str | None:
@@ -67,12 +67,8 @@ class _SharingProcessorLoader:
         if digest is None or args:
             return self.original.from_pretrained(name_or_path, *args, **kwargs)
         key = (digest, repr(sorted(kwargs.items())))
-        if key not in _SHARED:
-            _SHARED[key] = self.original.from_pretrained(name_or_path, **kwargs)
-            while len(_SHARED) > _SHARED_SIZE:
-                _SHARED.popitem(last=False)
-        _SHARED.move_to_end(key)
-        return _copy_sharing_backend(_SHARED[key])
+        parsed = _SHARED.get(key, lambda: self.original.from_pretrained(name_or_path, **kwargs))
+        return _copy_sharing_backend(parsed)
 
     def __getattr__(self, name):  # anything else sentence-transformers may ask of AutoProcessor
         return getattr(self.original, name)

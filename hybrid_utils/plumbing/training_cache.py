@@ -45,20 +45,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections import OrderedDict
 from typing import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .lru import LRURegistry
 from .prefix_cache import _PassThroughEmbeddings, _swapped, _transformer
 
 __all__ = ["TrainingPrefixCache", "prefix_fingerprint", "packed_layers_supported"]
 
 #: hidden-state stores kept per process, keyed by (fingerprint, frozen layers); the oldest is dropped first
-_REGISTRY: "OrderedDict[tuple, dict[bytes, Tensor]]" = OrderedDict()
-_REGISTRY_SIZE = 2
+_REGISTRY: "LRURegistry[dict[bytes, Tensor]]" = LRURegistry(size=2)
 
 
 def prefix_fingerprint(model, num_frozen_layers: int) -> str:
@@ -151,15 +150,7 @@ class TrainingPrefixCache:
         self.packed = bool(packed) and packed_layers_supported(self.upper)
         self.fingerprint = prefix_fingerprint(model, num_frozen_layers)
         key = (self.fingerprint, num_frozen_layers)
-        if shared:
-            if key not in _REGISTRY:
-                _REGISTRY[key] = {}
-                while len(_REGISTRY) > _REGISTRY_SIZE:
-                    _REGISTRY.popitem(last=False)
-            _REGISTRY.move_to_end(key)
-            self._store = _REGISTRY[key]
-        else:
-            self._store = {}
+        self._store = _REGISTRY.get(key, dict) if shared else {}
         self.hits = self.misses = 0
         self.seconds_prefix = 0.0
 
