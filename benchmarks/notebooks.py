@@ -14,7 +14,8 @@ it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses
   converted by the first chapter that loads it. Not with ``--write``.
 
 ``seconds`` are wall-clock, which other processes on the machine stretch: the load average before and after
-each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much.
+each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much. ``slowest_cells`` names the cells
+that took longest, where a chapter's time goes.
 
     python benchmarks/notebooks.py                                   # every chapter, cpu profile
     python benchmarks/notebooks.py --only 03 05 --write              # two chapters, outputs written back
@@ -114,6 +115,18 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def slowest_cells(executed: Path, count: int = 5) -> list[dict]:
+    """The ``count`` code cells that took longest (papermill's per-cell duration) and their first line."""
+    import nbformat
+
+    if not executed.exists():
+        return []
+    cells = [{"cell": index, "seconds": round(cell.metadata.get("papermill", {}).get("duration") or 0.0, 1),
+              "first_line": cell.source.strip().splitlines()[0][:80] if cell.source.strip() else ""}
+             for index, cell in enumerate(nbformat.read(executed, as_version=4).cells) if cell.cell_type == "code"]
+    return sorted(cells, key=lambda cell: -cell["seconds"])[:count]
+
+
 def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int, info: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="notebook-times-") as tmp:
         output = Path(tmp) / path.name
@@ -124,11 +137,13 @@ def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int
         written = bool(write and error is None)
         if written:
             shutil.copyfile(output, path)
+        slowest = slowest_cells(output)
     return {"chapter": path.stem, "kind": "solution" if path.parent.name == "solutions" else "chapter",
             "profile": profile.name, "mode": mode, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
             "ok": error is None,
             "error": error, "written": written, "date": datetime.date.today().isoformat(),
-            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "machine": info}
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "slowest_cells": slowest,
+            "machine": info}
 
 
 def t4_estimate() -> dict:

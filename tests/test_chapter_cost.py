@@ -83,19 +83,41 @@ def test_the_t4_estimate_is_labelled_as_one_and_a_measurement_replaces_it(tmp_pa
     assert measured.endswith("on a Colab T4 (gpu profile): 10.0 minutes (measured 2026-01-10, Tesla T4).")
 
 
-def test_the_benchmark_records_the_dry_runs_t4_estimate_of_the_whole_gpu_study(tmp_path):
+def _benchmark_module():
     import importlib.util
-    from dataclasses import replace
     from pathlib import Path
-
-    from hybrid_utils.notebook import ESTIMATE, GPU_STUDY
-    from hybrid_utils.profiles import get_profile
-    from hybrid_utils.study.plan import assumed_seconds, plan_study
 
     spec = importlib.util.spec_from_file_location(
         "notebook_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "notebooks.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    return benchmark
+
+
+def test_the_benchmark_names_a_chapters_slowest_cells(tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# prose"),
+                                               nbformat.v4.new_code_cell("fast = 1"),
+                                               nbformat.v4.new_code_cell("train()\nmore()"),
+                                               nbformat.v4.new_code_cell("")])
+    for cell, seconds in zip(notebook.cells[1:], (0.2, 61.27, None)):
+        cell.metadata["papermill"] = {"duration": seconds}
+    nbformat.write(notebook, tmp_path / "chapter.ipynb")
+    slowest = _benchmark_module().slowest_cells(tmp_path / "chapter.ipynb", count=2)
+    assert slowest == [{"cell": 2, "seconds": 61.3, "first_line": "train()"},
+                       {"cell": 1, "seconds": 0.2, "first_line": "fast = 1"}]
+    assert _benchmark_module().slowest_cells(tmp_path / "missing.ipynb") == []
+
+
+def test_the_benchmark_records_the_dry_runs_t4_estimate_of_the_whole_gpu_study(tmp_path):
+    from dataclasses import replace
+
+    from hybrid_utils.notebook import ESTIMATE, GPU_STUDY
+    from hybrid_utils.profiles import get_profile
+    from hybrid_utils.study.plan import assumed_seconds, plan_study
+
+    benchmark = _benchmark_module()
     estimate = benchmark.t4_estimate()
     assert (estimate["chapter"], estimate["profile"], estimate["mode"]) == (GPU_STUDY, "gpu", ESTIMATE)
     empty = replace(get_profile("gpu"), results_dir=str(tmp_path / "r"), runs_dir=str(tmp_path / "runs"))
