@@ -14,8 +14,8 @@ it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses
   converted by the first chapter that loads it. Not with ``--write``.
 
 ``seconds`` are wall-clock, which other processes on the machine stretch: the load average before and after
-each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much. ``slowest_cells`` names the cells
-that took longest, where a chapter's time goes.
+each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much.
+``slowest_cells`` names the cells that took longest, where a chapter's time goes.
 
     python benchmarks/notebooks.py                                   # every chapter, cpu profile
     python benchmarks/notebooks.py --only 03 05 --write              # two chapters, outputs written back

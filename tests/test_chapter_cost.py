@@ -104,10 +104,11 @@ def test_the_benchmark_names_a_chapters_slowest_cells(tmp_path):
     for cell, seconds in zip(notebook.cells[1:], (0.2, 61.27, None)):
         cell.metadata["papermill"] = {"duration": seconds}
     nbformat.write(notebook, tmp_path / "chapter.ipynb")
-    slowest = _benchmark_module().slowest_cells(tmp_path / "chapter.ipynb", count=2)
+    benchmark = _benchmark_module()
+    slowest = benchmark.slowest_cells(tmp_path / "chapter.ipynb", count=2)
     assert slowest == [{"cell": 2, "seconds": 61.3, "first_line": "train()"},
                        {"cell": 1, "seconds": 0.2, "first_line": "fast = 1"}]
-    assert _benchmark_module().slowest_cells(tmp_path / "missing.ipynb") == []
+    assert benchmark.slowest_cells(tmp_path / "missing.ipynb") == []
 
 
 def test_the_benchmark_records_the_dry_runs_t4_estimate_of_the_whole_gpu_study(tmp_path):

@@ -40,6 +40,8 @@ ISO_LANGUAGES = {
     "zh": "zho-Hans",
 }
 _INFO_FILE = "lareqa_export.json"
+#: the dataset revision of a task made from a local folder (:func:`beir_task`): its data needs no hub
+LOCAL_REVISION = "local"
 
 
 class BEIRFolderError(ValueError):
@@ -181,7 +183,7 @@ def beir_task(folder, name: str | None = None, split: str = "test"):
         description=f"Local BEIR folder {folder} ({source}, {LANGUAGE_NAMES.get(language, language)}): "
                     "monolingual question -> answer-sentence retrieval.",
         reference="https://github.com/google-research-datasets/lareqa",
-        dataset={"path": str(folder), "revision": "local"},
+        dataset={"path": str(folder), "revision": LOCAL_REVISION},
         type="Retrieval", category="t2t", modalities=["text"], eval_splits=[split],
         eval_langs=[ISO_LANGUAGES.get(language, "eng-Latn")], main_score="ndcg_at_10",
         date=("2020-04-11", "2020-04-11"), domains=["Encyclopaedic", "Written"], task_subtypes=["Question answering"],

@@ -168,7 +168,9 @@ def _load(task) -> None:
     needs no hub. Either way this fails in seconds, before any
     model is loaded.
     """
-    local = (task.metadata.dataset or {}).get("revision") == "local"  # beir_task: a folder on disk, no hub
+    from .beir import LOCAL_REVISION
+
+    local = (task.metadata.dataset or {}).get("revision") == LOCAL_REVISION  # beir_task: a folder on disk
     if not local and not _hub_offline() and not hub_reachable():
         raise _unavailable(task.metadata.name, "the Hub did not answer within 3 s; if the data is already cached, "
                                                "set HF_HUB_OFFLINE=1 to use the cache")
