@@ -245,12 +245,18 @@ class AdversarialCallback(TrainerCallback):
 
 
 class HeldoutDiscriminatorCallback(TrainerCallback):
-    """After every ``every`` optimizer steps, measures the discriminator on held-out texts of every language.
+    """Measures the discriminator on held-out texts of every language while the encoder trains.
 
     The texts (answers of held-out question ids, a few per language) are embedded by the
     current encoder without gradient, and :meth:`~hybrid_utils.losses.AdversarialLoss.heldout_accuracy` records the
     accuracy for the step log (``discriminator_heldout_accuracy``). Far above chance before
     ``lambda`` bites and falling as it grows is what an adversary that acts looks like.
+
+    When: at every step of the first and the last tenth of training, where the summaries read the log (the
+    accuracy at the start, over the last tenth: :func:`hybrid_utils.study.tuning.discriminator_row`), and every
+    ``every`` steps in between, where it only draws the curve. Measuring is a forward pass of the held-out texts
+    at every step it runs (on 2 CPU cores about a third of an adversarial run at ``every=1``); it never changes
+    the trained weights (no gradient, and the encoder is put back in training mode).
     """
 
     def __init__(self, loss: nn.Module, model, texts: Sequence[str], labels: Sequence[int],
@@ -262,6 +268,11 @@ class HeldoutDiscriminatorCallback(TrainerCallback):
         self.prompt_name = prompt_name if prompt_name in (getattr(model, "prompts", None) or {}) else None
         self.every, self.batch_size = max(1, int(every)), batch_size
 
+    def due(self, step: int, max_steps: int) -> bool:
+        """Whether step ``step`` (1-based) of ``max_steps`` is measured."""
+        ends = max(1, max_steps // 10)
+        return step <= ends or step > max_steps - ends or step % self.every == 0
+
     def measure(self) -> float:
         was_training = self.model.training
         with torch.no_grad():
@@ -271,5 +282,5 @@ class HeldoutDiscriminatorCallback(TrainerCallback):
         return self.loss.heldout_accuracy(embeddings, self.labels)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
+        if self.due(state.global_step, state.max_steps):
             self.measure()

@@ -132,8 +132,10 @@ class TrainConfig:
         discriminator_queue: embeddings of earlier batches the discriminator also classifies,
             so that it sees several languages per step even with monolingual batches.
         discriminator_warm_start: discriminator-only steps on a mixed-language sample before training.
-        discriminator_heldout_every: log the discriminator's accuracy on held-out texts every N
-            steps (needs ``eval_holdout > 0``; 0: never).
+        discriminator_heldout_every: log the discriminator's accuracy on held-out texts every N steps, and at
+            every step of the first and last tenth of training (needs ``eval_holdout > 0``; 0: never; see
+            :class:`~hybrid_utils.adversarial.HeldoutDiscriminatorCallback`). It only writes the log: the trained
+            weights are the same for every N.
         prefix_cache: with ``trainable="cpu-default"`` on one process, compute the frozen lower
             layers once per distinct text and train only the top layers
             (:class:`~hybrid_utils.plumbing.training_cache.TrainingPrefixCache`); same loss and gradients.
@@ -185,7 +187,7 @@ class TrainConfig:
     discriminator_lr: float | None = 1e-3
     discriminator_queue: int = 1024
     discriminator_warm_start: int = 200
-    discriminator_heldout_every: int = 1
+    discriminator_heldout_every: int = 10
     prefix_cache: bool = True
     save_steps: int = 50
     save_total_limit: int = 1

@@ -249,6 +249,17 @@ def test_adversarial_loss_lambda_follows_progress():
     assert loss.progress == 0.5
 
 
+def test_heldout_accuracy_is_measured_at_every_step_of_both_ends_and_sparsely_between():
+    from hybrid_utils.adversarial import HeldoutDiscriminatorCallback
+
+    callback = HeldoutDiscriminatorCallback(None, object(), ["a text"], [0], every=10)
+    steps = [step for step in range(1, 241) if callback.due(step, 240)]
+    assert steps[:24] == list(range(1, 25)) and steps[-24:] == list(range(217, 241))  # the tenths summaries read
+    assert steps[24:-24] == list(range(30, 217, 10))
+    every_step = HeldoutDiscriminatorCallback(None, object(), ["a text"], [0], every=1)
+    assert all(every_step.due(step, 240) for step in range(1, 241))
+
+
 # --------------------------------------------------------------------------- in the real trainer
 
 @pytest.fixture(scope="module")
@@ -301,13 +312,38 @@ def test_discriminator_learns_language_from_monolingual_batches(tmp_path, bundle
 
     config = TrainConfig(method="adversarial", train_on="mlqa-r", languages=("de", "en", "es", "zh"),
                          limit_pairs=3000, batch_size=16, steps=24, save_steps=0, lambda_max=1.0,
-                         eval_holdout=0.1, output_dir=str(tmp_path / "adv"), show_progress=False)
+                         eval_holdout=0.1, discriminator_heldout_every=10, output_dir=str(tmp_path / "adv"),
+                         show_progress=False)
     train(config, log=None, model=bundled_model)
     frame = load_train_log(config.output_dir).set_index("step")
     chance = frame["discriminator_chance"].iloc[0]
     assert chance == pytest.approx(0.25)
     early = frame.loc[1:6, "discriminator_heldout_accuracy"].mean()
     assert early > 0.8  # far above chance (0.25) before lambda ramps up
-    assert frame["discriminator_heldout_accuracy"].notna().all()  # measured at every step
+    measured = frame.index[frame["discriminator_heldout_accuracy"].notna()].tolist()
+    assert measured == [1, 2, 10, 20, 23, 24]  # every step of the first and last tenth, every 10th in between
     assert (frame.loc[1:2, "adversarial_lambda"] == 0).all() and frame["adversarial_lambda"].iloc[-1] > 0.9
     assert frame["learning_rate"].max() == pytest.approx(config.learning_rate, rel=0.05)
+
+
+@pytest.mark.slow
+def test_measuring_the_heldout_accuracy_leaves_the_trained_weights_unchanged(tmp_path):
+    """The measurement is a forward pass without gradient: a run that logs it at every step and one that never
+    does train the same weights (so a sparser log is only a cheaper log)."""
+    from safetensors.torch import load_file
+
+    from hybrid_utils.config import TrainConfig
+    from hybrid_utils.runs import load_train_log
+    from hybrid_utils.training import train
+
+    weights, logs = {}, {}
+    for every in (1, 0):
+        out = tmp_path / f"every{every}"
+        train(TrainConfig(method="adversarial", train_on="mlqa-r", languages=("de", "en", "es"), limit_pairs=300,
+                          batch_size=8, steps=3, save_steps=0, lambda_max=0.5, eval_holdout=0.2,
+                          discriminator_heldout_every=every, output_dir=str(out), show_progress=False), log=None)
+        weights[every], logs[every] = load_file(out / "model.safetensors"), load_train_log(out)
+    assert logs[1]["discriminator_heldout_accuracy"].notna().all()  # the measurement ran at every step
+    assert "discriminator_heldout_accuracy" not in logs[0]
+    assert weights[1].keys() == weights[0].keys()
+    assert all(torch.equal(weights[1][name], weights[0][name]) for name in weights[0])

@@ -84,15 +84,20 @@ def discriminator_row(run_dir: str | Path) -> dict:
 
     ``discriminator_accuracy``: its accuracy on held-out texts of every language (chance: 1 / languages);
     ``discriminator_loss``: its cross-entropy on the current batch (far above ln #languages: confidently wrong).
-    None where the log has no such column (a run without an adversary).
+    Both are means over the steps of the last tenth of training (the held-out accuracy is measured at each of
+    them, :class:`~hybrid_utils.adversarial.HeldoutDiscriminatorCallback`). None where the log has no such column
+    (a run without an adversary).
     """
     from ..runs import load_train_log
 
     log = load_train_log(run_dir)
-    accuracy = log.get("discriminator_heldout_accuracy", pd.Series(dtype=float)).dropna()
-    loss = log.get("adversarial", pd.Series(dtype=float)).dropna()
-    return {"discriminator_accuracy": float(accuracy.iloc[-max(1, len(accuracy) // 10):].mean()) if len(accuracy) else None,
-            "discriminator_loss": float(loss.iloc[-max(1, len(loss) // 10):].mean()) if len(loss) else None}
+    last = log[log["step"] > log["step"].max() - max(1, int(log["step"].max()) // 10)] if len(log) else log
+
+    def mean(column):
+        values = last.get(column, pd.Series(dtype=float)).dropna()
+        return float(values.mean()) if len(values) else None
+
+    return {"discriminator_accuracy": mean("discriminator_heldout_accuracy"), "discriminator_loss": mean("adversarial")}
 
 
 #: the held-out validation columns of a run (``validation_row``); ``val_score`` is the mean of the three mAPs
