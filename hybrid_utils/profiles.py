@@ -132,6 +132,9 @@ class Profile:
     # monolingual runs, the profile's alpha the hybrid one) on the sweep protocol, with these seeds
     alpha_sweep: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     alpha_sweep_seeds: tuple[int, ...] = (1, 2)
+    # steps of a chapter-sized run: where a chapter trains only to show the shape of a curve and the study's file is
+    # missing (chapter 4's lambda sweep from scratch, tutorial.chapter_sized); None: the profile's own steps
+    chapter_steps: int | None = None
     limit_questions: int | None = None
     eval_languages: tuple[str, ...] | None = None
     int8_eval: bool = False
@@ -178,7 +181,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", steps=3, batch_size=8, limit_pairs=2500, limit_questions=25, study_seeds=(1, 2), center_sample=16,
-        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,),
+        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,), chapter_steps=2,
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",
     ),
@@ -193,7 +196,7 @@ PROFILES = {
     # of the committed study (3 seeds, the sweep) does not fit both; hybrid-adversarial is left out for the same reason.
     "cpu": Profile(name="cpu", methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
                    protocols=(("mlqa-r", "xquad-r"),), steps=240, learning_rate=3e-4, reinit_top_layers=2,
-                   lambda_sweep=(0.0, 0.3, 1.0), lambda_max=0.3, adversary="confusion"),
+                   lambda_sweep=(0.0, 0.3, 1.0), lambda_max=0.3, adversary="confusion", chapter_steps=80),
     # The earlier setting: the pretrained encoder's top 2 layers fine-tuned, each method with its own tuning
     # (results/tuning/<set>.csv and .json, the four methods on the same grid, held-out paragraph groups;
     # tests/test_tuning.py checks that these values are that file's choice). Cross-lingual batches cost nothing

@@ -5,7 +5,8 @@ Nothing here is needed for training or evaluation; each function turns library o
 
 * batches: :func:`batch_preview`, :func:`duplicates_per_batch`, :func:`alpha_sweep`,
   :func:`group_frequencies`, :func:`composition_matrix` (pairs per question and answer language);
-* models and runs: :func:`answer_similarities`, :func:`evaluate_runs`, :func:`lambda_sweep_runs`;
+* models and runs: :func:`answer_similarities`, :func:`evaluate_runs`, :func:`lambda_sweep_runs`,
+  :func:`chapter_sized`;
 * figures: :func:`plot_alpha_sweep`, :func:`plot_group_frequencies`,
   :func:`plot_discriminator_accuracy`.
 """
@@ -25,7 +26,7 @@ from .samplers import HybridBatchSampler, _column
 
 __all__ = [
     "batch_preview", "duplicates_per_batch", "alpha_sweep", "group_frequencies",
-    "answer_similarities", "evaluate_runs", "lambda_sweep_runs",
+    "answer_similarities", "evaluate_runs", "lambda_sweep_runs", "chapter_sized", "CHAPTER_SIZED",
     "plot_alpha_sweep", "plot_group_frequencies", "plot_discriminator_accuracy",
 ]
 
@@ -182,6 +183,32 @@ def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int
         runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
                                  adversary=adversary, output_dir=str(sweep_dir(profile, model, value, seed, adversary)))
     return runs
+
+
+#: the folder, below a profile's ``runs_dir``, of chapter-sized runs and their results (:func:`chapter_sized`)
+CHAPTER_SIZED = "chapter-sized"
+
+
+def chapter_sized(profile):
+    """``profile`` scaled to a chapter: ``profile.chapter_steps`` steps per run, the first sweep seed, own folders.
+
+    For a chapter that trains only to show the shape of a curve when the study's file is missing (chapter 4's
+    lambda sweep from scratch): every run, per training set and method too, takes ``chapter_steps`` steps, and runs
+    and results go to ``<runs_dir>/chapter-sized/``, so the study's runs and ``results/`` are never replaced by
+    shorter ones. Its numbers are not the study's, and neither is a choice made on them. ``profile`` unchanged when
+    it has no ``chapter_steps``.
+    """
+    from dataclasses import replace
+
+    steps = profile.chapter_steps
+    if steps is None:
+        return profile
+    per_train_set = {name: {**values, "steps": steps,
+                            "methods": {m: {**v, "steps": steps} for m, v in values.get("methods", {}).items()}}
+                     for name, values in profile.per_train_set.items()}
+    folder = Path(profile.runs_dir) / CHAPTER_SIZED
+    return replace(profile, steps=steps, per_train_set=per_train_set, sweep_seeds=profile.sweep_seeds[:1],
+                   runs_dir=str(folder / "runs"), results_dir=str(folder / "results"))
 
 
 # --------------------------------------------------------------------------- figures

@@ -151,6 +151,9 @@ def test_describe_sweep_says_when_the_discriminator_is_fooled_and_what_the_probe
     assert "the language information is reduced" in describe_sweep(reduced, chance=1 / 7)
     never = describe_sweep(sweep.iloc[:4], chance=1 / 7)
     assert "fooled the discriminator at no lambda_max" in never
+    one_seed = describe_sweep(sweep[sweep["seed"] == 1], chance=1 / 7, source="runs/chapter-sized/results/sweep.csv")
+    assert one_seed.startswith("Adversarial lambda sweep (`runs/chapter-sized/results/sweep.csv`")
+    assert "chosen on held-out training questions: reversal at lambda_max 1 (validation score 0.710)" in one_seed
 
 
 def test_language_weights_compare_uniform_with_the_study_hybrid_runs(study):

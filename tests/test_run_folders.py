@@ -95,3 +95,24 @@ def test_the_smoke_folder_follows_its_environment_variable_and_no_other_profile_
     assert get_profile("cpu") == PROFILES["cpu"]
     monkeypatch.delenv(SMOKE_DIR_ENV)
     assert get_profile("smoke").runs_dir == PROFILES["smoke"].runs_dir == "runs/smoke/runs"
+
+
+def test_a_chapter_sized_sweep_trains_shorter_runs_in_folders_of_its_own():
+    from hybrid_utils.tutorial import CHAPTER_SIZED, chapter_sized
+
+    study = get_profile("cpu")
+    small = chapter_sized(study)
+    assert small.steps == study.chapter_steps < study.steps and small.sweep_seeds == study.sweep_seeds[:1]
+    model, value = study.models[0], study.lambda_max
+    config = train_config(small, "adversarial", small.sweep_train_on, seed=small.sweep_seeds[0], lambda_max=value)
+    assert config.steps == study.chapter_steps
+    folder = sweep_dir(small, model, value, small.sweep_seeds[0])
+    assert config.output_dir == str(folder) and folder.is_relative_to(f"{study.runs_dir}/{CHAPTER_SIZED}")
+    assert folder != sweep_dir(study, model, value, small.sweep_seeds[0])  # the study's run is never replaced
+    assert small.results_dir.startswith(f"{study.runs_dir}/{CHAPTER_SIZED}/")  # nor results/
+    # a profile tuned per training set and method: every run of it is chapter-sized too
+    tuned = chapter_sized(replace(study, per_train_set={"mlqa-r": {"steps": 400, "methods": {"hybrid": {"steps": 300}}}}))
+    assert {method: tuned.training_defaults("mlqa-r", method)["steps"] for method in ("hybrid", "adversarial")} == {
+        "hybrid": study.chapter_steps, "adversarial": study.chapter_steps}
+    unsized = replace(study, chapter_steps=None)
+    assert chapter_sized(unsized) is unsized  # a profile without chapter steps: unchanged

@@ -154,7 +154,8 @@ def sweep_means(sweep: pd.DataFrame, keys) -> pd.DataFrame:
     return stats.sort_index(key=lambda level: level.map(order) if level.name == "adversary" else level)
 
 
-def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_margin: float = 0.15) -> str:
+def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_margin: float = 0.15,
+                   source: str = "results/adversarial_sweep.csv") -> str:
     """The adversarial lambda sweep in words, from its numbers: held-out measures per adversary and lambda, the choice.
 
     Per adversary and ``lambda_max`` (mean ± sd over seeds, on held-out questions of the training set): the
@@ -162,6 +163,7 @@ def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_marg
     translation margin and the validation score that chooses both (:func:`hybrid_utils.study.tuning.choose_lambda`).
     The discriminator counts as fooled when its accuracy is within ``fooled_margin`` of ``chance``; the fresh probe
     and the margin tell whether the language information is gone or only hidden from that one discriminator.
+    ``source`` names the sweep's file in the first line.
     """
     from ..adversarial import NO_ADVERSARY
     from .tuning import choose_lambda
@@ -175,7 +177,7 @@ def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_marg
     keys = [k for k in ("discriminator_accuracy", "val_probe_accuracy_centered", "val_translation_margin", "val_score")
             if k in sweep]
     stats = sweep_means(sweep, keys)
-    lines = ["Adversarial lambda sweep (`results/adversarial_sweep.csv`, held-out questions of the training set; "
+    lines = [f"Adversarial lambda sweep (`{source}`, held-out questions of the training set; "
              "mean ± sd over seeds): discriminator accuracy at the end of training / fresh probe on centred "
              "embeddings / translation margin / validation score:"]
     for (adversary, value), row in stats.iterrows():
@@ -185,9 +187,9 @@ def describe_sweep(sweep: pd.DataFrame, chance: float | None = None, fooled_marg
             cell(row, k, 3 if k in ("val_score", "val_translation_margin") else 2) for k in keys))
     if "val_score" in sweep and sweep["val_score"].notna().any() and (sweep["lambda_max"] > 0).any():
         choice = choose_lambda(sweep)
+        spread = f" ± {choice['val_score_sd']:.3f}" if pd.notna(choice.get("val_score_sd")) else ""  # one seed: none
         lines.append(f"- chosen on held-out training questions: {choice['adversary']} at lambda_max "
-                     f"{choice['lambda_max']:g} (validation score {choice['val_score']:.3f} ± "
-                     f"{choice['val_score_sd']:.3f})")
+                     f"{choice['lambda_max']:g} (validation score {choice['val_score']:.3f}{spread})")
     if chance is not None and "discriminator_accuracy" in keys:
         lines += _fooled_lines(stats, chance, fooled_margin)
     return "\n".join(lines)
