@@ -19,13 +19,30 @@ _OWN_SMOKE_DIR = SMOKE_DIR_ENV not in os.environ
 if _OWN_SMOKE_DIR:
     os.environ[SMOKE_DIR_ENV] = tempfile.mkdtemp(prefix="hybrid-smoke-")
 
+#: Under pytest-xdist (``-n 2``, the test command's addopts) each worker computes with one thread: two workers with a
+#: thread per core each oversubscribe 2 cores (measured slower than one process). The notebook kernels a worker
+#: starts inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+#: Tests that train into or read the session's smoke folder, and the chapters that reuse its runs, run in one
+#: worker, one after the other (``--dist loadgroup``): two processes must never train the same run folder.
+SMOKE_GROUP = pytest.mark.xdist_group("smoke-folder")
+SMOKE_MODULES = ("test_reproduce.py", "test_alpha_sweep.py")
+
 #: ``tests/test_colab_install.py`` (marker ``colab``) builds the package into a fresh venv and runs every chapter
 #: from an empty folder: about 17 CPU-minutes on 2 cores, too long for every test run. It runs when asked for:
-#: ``python -m pytest -m colab tests/test_colab_install.py`` or ``HYBRID_COLAB_SIM=1`` (CI does, after the tests).
+#: ``python -m pytest -m colab -n 0 tests/test_colab_install.py`` or ``HYBRID_COLAB_SIM=1`` (CI does, after the tests).
 COLAB_SIM_ENV = "HYBRID_COLAB_SIM"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups (its plugin registers later)
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.path
+        if (path.suffix == ".ipynb" or path.name in SMOKE_MODULES
+                or "smoke_study" in getattr(item, "fixturenames", ())):
+            item.add_marker(SMOKE_GROUP)
     if os.environ.get(COLAB_SIM_ENV) == "1" or "colab" in (config.getoption("markexpr", "") or ""):
         return
     skip = pytest.mark.skip(reason=f"the Colab-like install takes long: run with -m colab or {COLAB_SIM_ENV}=1")

@@ -7,7 +7,7 @@ by a kernel of that venv.
 
 It takes long (every chapter trains and evaluates its own smoke runs from an empty folder: about 17 CPU-minutes,
 33 minutes wall-clock on 2 busy cores), so ``conftest.py`` skips it unless asked for:
-``python -m pytest -m colab tests/test_colab_install.py`` (``-s`` prints each chapter's time) or
+``python -m pytest -m colab -n 0 tests/test_colab_install.py`` (``-s`` prints each chapter's time) or
 ``HYBRID_COLAB_SIM=1``.
 """
 
