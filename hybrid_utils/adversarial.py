@@ -52,8 +52,9 @@ when training starts; during the first ``lambda_warmup`` fraction of the steps `
 stays 0 (the discriminator keeps learning, the encoder is not yet pushed), then it ramps
 up following the schedule. :meth:`~hybrid_utils.losses.AdversarialLoss.heldout_accuracy` measures the
 discriminator on embeddings of held-out texts of every language; the training loop logs it
-per step next to the chance level (``discriminator_heldout_accuracy``), the evidence that
-the adversary acts.
+next to the chance level (``discriminator_heldout_accuracy``), the evidence that the adversary
+acts: at every step of the first and last tenth of training (:func:`end_steps`) and every
+``discriminator_heldout_every`` steps in between.
 
 Language labels come from the training dataset's ``label`` column: one ``[question
 language id, answer language id]`` list per row (the Sentence Transformers collator turns
@@ -244,6 +245,16 @@ class AdversarialCallback(TrainerCallback):
             p.grad.div_(world)
 
 
+def end_steps(max_steps: int) -> int:
+    """Steps in the first and in the last tenth of a run of ``max_steps`` (at least one).
+
+    The windows where a run's held-out discriminator accuracy is read (at the start, and over the end of
+    training: :func:`hybrid_utils.study.tuning.discriminator_row`), so it is measured at each of their steps
+    (:class:`HeldoutDiscriminatorCallback`).
+    """
+    return max(1, max_steps // 10)
+
+
 class HeldoutDiscriminatorCallback(TrainerCallback):
     """Measures the discriminator on held-out texts of every language while the encoder trains.
 
@@ -252,10 +263,10 @@ class HeldoutDiscriminatorCallback(TrainerCallback):
     accuracy for the step log (``discriminator_heldout_accuracy``). Far above chance before
     ``lambda`` bites and falling as it grows is what an adversary that acts looks like.
 
-    When: at every step of the first and the last tenth of training, where the summaries read the log (the
-    accuracy at the start, over the last tenth: :func:`hybrid_utils.study.tuning.discriminator_row`), and every
-    ``every`` steps in between, where it only draws the curve. Measuring is a forward pass of the held-out texts
-    at every step it runs (on 2 CPU cores about a third of an adversarial run at ``every=1``); it never changes
+    When: at every step of the first and the last tenth of training (:func:`end_steps`), where the summaries
+    read the log (the accuracy at the start, over the last tenth: :func:`hybrid_utils.study.tuning.discriminator_row`),
+    and every ``every`` steps in between, where it only draws the curve. Measuring is a forward pass of the held-out
+    texts at every step it runs (on 2 CPU cores about a third of an adversarial run at ``every=1``); it never changes
     the trained weights (no gradient, and the encoder is put back in training mode).
     """
 
@@ -270,7 +281,7 @@ class HeldoutDiscriminatorCallback(TrainerCallback):
 
     def due(self, step: int, max_steps: int) -> bool:
         """Whether step ``step`` (1-based) of ``max_steps`` is measured."""
-        ends = max(1, max_steps // 10)
+        ends = end_steps(max_steps)
         return step <= ends or step > max_steps - ends or step % self.every == 0
 
     def measure(self) -> float:

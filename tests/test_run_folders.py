@@ -111,7 +111,8 @@ def test_a_chapter_sized_sweep_trains_shorter_runs_in_folders_of_its_own():
     assert folder != sweep_dir(study, model, value, small.sweep_seeds[0])  # the study's run is never replaced
     assert small.results_dir.startswith(f"{study.runs_dir}/{CHAPTER_SIZED}/")  # nor results/
     # a profile tuned per training set and method: every run of it is chapter-sized too
-    tuned = chapter_sized(replace(study, per_train_set={"mlqa-r": {"steps": 400, "methods": {"hybrid": {"steps": 300}}}}))
+    tuned_per_set = {"mlqa-r": {"steps": 400, "methods": {"hybrid": {"steps": 300}}}}
+    tuned = chapter_sized(replace(study, per_train_set=tuned_per_set))
     assert {method: tuned.training_defaults("mlqa-r", method)["steps"] for method in ("hybrid", "adversarial")} == {
         "hybrid": study.chapter_steps, "adversarial": study.chapter_steps}
     unsized = replace(study, chapter_steps=None)

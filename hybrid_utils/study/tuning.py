@@ -88,10 +88,11 @@ def discriminator_row(run_dir: str | Path) -> dict:
     them, :class:`~hybrid_utils.adversarial.HeldoutDiscriminatorCallback`). None where the log has no such column
     (a run without an adversary).
     """
+    from ..adversarial import end_steps
     from ..runs import load_train_log
 
     log = load_train_log(run_dir)
-    last = log[log["step"] > log["step"].max() - max(1, int(log["step"].max()) // 10)] if len(log) else log
+    last = log[log["step"] > log["step"].max() - end_steps(int(log["step"].max()))] if len(log) else log
 
     def mean(column):
         values = last.get(column, pd.Series(dtype=float)).dropna()
