@@ -29,6 +29,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 #: worker, one after the other (``--dist loadgroup``): two processes must never train the same run folder.
 SMOKE_GROUP = pytest.mark.xdist_group("smoke-folder")
 SMOKE_MODULES = ("test_reproduce.py", "test_alpha_sweep.py")
+#: A notebook whose code calls none of these never reads or writes the smoke folder (runs, results): it runs in a
+#: group of its own, beside the smoke group, so that the two workers share the work more evenly.
+SMOKE_FOLDER_CALLS = ("ensure_run", "ensure_result", "lambda_sweep_runs", "run_dir", "runs_dir", "results_dir",
+                      "reproduce", "load_results", "load_seed_results")
+
+
+def _notebook_group(path, _groups={}):
+    """The xdist group of a notebook: the smoke group, or its own (one kernel runs all its cells, in one worker)."""
+    if path not in _groups:
+        import json
+
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+        uses_folder = any(name in code for name in SMOKE_FOLDER_CALLS)
+        _groups[path] = SMOKE_GROUP if uses_folder else pytest.mark.xdist_group(f"notebook-{path.stem}")
+    return _groups[path]
 
 #: ``tests/test_colab_install.py`` (marker ``colab``) builds the package into a fresh venv and runs every chapter
 #: from an empty folder: about 17 CPU-minutes on 2 cores, too long for every test run. It runs when asked for:
@@ -40,8 +56,9 @@ COLAB_SIM_ENV = "HYBRID_COLAB_SIM"
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.path
-        if (path.suffix == ".ipynb" or path.name in SMOKE_MODULES
-                or "smoke_study" in getattr(item, "fixturenames", ())):
+        if path.suffix == ".ipynb":
+            item.add_marker(_notebook_group(path))
+        elif path.name in SMOKE_MODULES or "smoke_study" in getattr(item, "fixturenames", ()):
             item.add_marker(SMOKE_GROUP)
     if os.environ.get(COLAB_SIM_ENV) == "1" or "colab" in (config.getoption("markexpr", "") or ""):
         return
