@@ -1,4 +1,6 @@
 """Test-wide settings; they reach the notebook kernels nbval starts, too."""
+import functools
+import json
 import os
 import shutil
 import tempfile
@@ -30,21 +32,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 SMOKE_GROUP = pytest.mark.xdist_group("smoke-folder")
 SMOKE_MODULES = ("test_reproduce.py", "test_alpha_sweep.py")
 #: A notebook whose code calls none of these never reads or writes the smoke folder (runs, results): it runs in a
-#: group of its own, beside the smoke group, so that the two workers share the work more evenly.
+#: group of its own, beside the smoke group, so that the two workers share the work more evenly. A notebook that
+#: reaches the folder some other way needs its call named here.
 SMOKE_FOLDER_CALLS = ("ensure_run", "ensure_result", "lambda_sweep_runs", "run_dir", "runs_dir", "results_dir",
                       "reproduce", "load_results", "load_seed_results")
 
 
-def _notebook_group(path, _groups={}):
+@functools.lru_cache(maxsize=None)  # once per notebook, not once per cell
+def _notebook_group(path):
     """The xdist group of a notebook: the smoke group, or its own (one kernel runs all its cells, in one worker)."""
-    if path not in _groups:
-        import json
-
-        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-        code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
-        uses_folder = any(name in code for name in SMOKE_FOLDER_CALLS)
-        _groups[path] = SMOKE_GROUP if uses_folder else pytest.mark.xdist_group(f"notebook-{path.stem}")
-    return _groups[path]
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    uses_folder = any(name in code for name in SMOKE_FOLDER_CALLS)
+    return SMOKE_GROUP if uses_folder else pytest.mark.xdist_group(f"notebook-{path.stem}")
 
 #: ``tests/test_colab_install.py`` (marker ``colab``) builds the package into a fresh venv and runs every chapter
 #: from an empty folder: about 17 CPU-minutes on 2 cores, too long for every test run. It runs when asked for:
