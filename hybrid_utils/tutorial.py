@@ -165,14 +165,16 @@ def evaluate_runs(runs: Mapping[str, str | Path], dataset, profile) -> pd.DataFr
 
 
 def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int | None = None,
-                      log=print, adversary: str | None = None) -> dict[float, Path]:
+                      log=print, adversary: str | None = None, train: bool = True) -> dict[float, Path]:
     """Finished adversarial runs of the study's lambda sweep with one adversary (default: the profile's), one per
     ``lambda_max`` (trained now unless there).
 
     The same folders as ``reproduce --study`` (:func:`hybrid_utils.study.reproduce.lambda_sweep`): the run at the
     profile's own adversary and ``lambda_max`` is the study's adversarial run. Returns ``{lambda_max: run folder}``.
+    ``train=False``: only the runs already there, none trained (a chapter that reads the study's sweep file needs
+    no run, and a fresh clone has the file but not the runs).
     """
-    from .experiments import ensure_run, sweep_dir
+    from .experiments import ensure_run, is_finished_run, sweep_dir
 
     seed = profile.sweep_seeds[0] if seed is None else seed
     adversary = adversary or profile.adversary
@@ -180,6 +182,11 @@ def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int
     runs = {}
     for value in lambdas or profile.lambda_sweep:
         value = float(value)
+        if not train:
+            folder = sweep_dir(profile, model, value, seed, adversary)
+            if is_finished_run(folder):
+                runs[value] = folder
+            continue
         runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
                                  adversary=adversary, output_dir=str(sweep_dir(profile, model, value, seed, adversary)))
     return runs

@@ -181,3 +181,17 @@ def test_language_weights_compare_uniform_with_the_study_hybrid_runs(study):
     assert set(zip(comparisons["method_a"], comparisons["method_b"])) == {("hybrid (uniform)", "hybrid (size)")}
     assert comparisons["metric"].tolist() == ["mono_map", "cross_map", "multilingual_map", "language_bias"]
     assert comparisons["seed_spread"].notna().all()
+
+
+def test_lambda_sweep_runs_without_training_returns_only_the_finished_runs(study):
+    from hybrid_utils import tutorial
+
+    profile, _, _ = study
+    lines = []
+    trained = tutorial.lambda_sweep_runs(profile, adversary="reversal", log=lines.append)  # the study's: all there
+    assert sorted(trained) == [0.0, 1.0] and all("[skip]" in line for line in lines)
+    assert tutorial.lambda_sweep_runs(profile, adversary="reversal", train=False) == trained
+    # a lambda_max the study never trained: not trained now, and left out
+    missing = tutorial.lambda_sweep_runs(profile, [0.5, 1.0], adversary="reversal", train=False)
+    assert list(missing) == [1.0] and missing[1.0] == trained[1.0]
+    assert not any("lambda0.5" in path.name for path in Path(profile.runs_dir).rglob("*lambda0.5*"))
