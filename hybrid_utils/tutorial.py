@@ -182,13 +182,12 @@ def lambda_sweep_runs(profile, lambdas: Sequence[float] | None = None, seed: int
     runs = {}
     for value in lambdas or profile.lambda_sweep:
         value = float(value)
-        if not train:
-            folder = sweep_dir(profile, model, value, seed, adversary)
-            if is_finished_run(folder):
-                runs[value] = folder
-            continue
-        runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
-                                 adversary=adversary, output_dir=str(sweep_dir(profile, model, value, seed, adversary)))
+        folder = sweep_dir(profile, model, value, seed, adversary)
+        if train:
+            runs[value] = ensure_run(profile, "adversarial", train_on, model, log=log, seed=seed, lambda_max=value,
+                                     adversary=adversary, output_dir=str(folder))
+        elif is_finished_run(folder):
+            runs[value] = folder
     return runs
 
 
