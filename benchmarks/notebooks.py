@@ -6,6 +6,11 @@ new kernel, in the chosen profile (``$HYBRID_PROFILE``), from its own folder as 
 it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses) go to ``--out``, which
 :func:`hybrid_utils.notebook.chapter_cost` reads for the line each chapter prints about its cost.
 
+* By default (``"committed results"``) each chapter runs as in a fresh clone: in a temporary folder of its own
+  that holds a copy of the committed ``results/`` (the files git tracks) and no ``runs/``, with the package
+  cache (``$HYBRID_UTILS_CACHE``) as it is, so warm after a first run. Chapters that show training then train
+  chapter-sized runs (:func:`hybrid_utils.tutorial.chapter_runs`), as they do for a new user; ``--in-checkout``
+  runs them in the checkout instead, with whatever runs it holds (not a fresh clone's time).
 * ``--write`` writes each executed notebook back in place (only when it ran without error), so the committed
   outputs and the recorded times come from one run.
 * ``--from-scratch`` runs the chapters, in book order, in a temporary folder with an empty ``results/``, no
@@ -27,7 +32,7 @@ profile and mode (``"committed results"`` or ``"from scratch"``), and the gpu st
 
     {"chapter": "03_fine_tuning", "kind": "chapter", "profile": "cpu", "mode": "committed results",
      "seconds": 252.1, "cpu_seconds": 431.0, "ok": true, "error": null, "written": true, "date": "2026-12-06",
-     "load_average": [1.9, 2.1],
+     "load_average": [1.9, 2.1], "fresh_clone": true,
      "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "amx_bf16": false, "torch_threads": 2,
                  "precision": "fp32", "gpu": null}}
 """
@@ -61,6 +66,23 @@ def notebooks(only=(), solutions: bool = False, root: Path = ROOT) -> list[Path]
     if solutions:
         found += sorted((root / "solutions").glob("*.ipynb"))
     return [p for p in found if not only or any(p.name.startswith(prefix) for prefix in only)]
+
+
+def fresh_clone(folder: Path, root: Path = ROOT) -> Path:
+    """``folder`` as a fresh clone looks to a chapter: the committed ``results/`` (the files git tracks, else the
+    whole folder), no ``runs/``. Returns ``folder``."""
+    try:
+        tracked = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "results"], check=True,
+                                 capture_output=True, text=True).stdout.split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        tracked = []
+    tracked = [name for name in tracked if name and (root / name).is_file()]
+    if not tracked:
+        shutil.copytree(root / "results", folder / "results")
+    for name in tracked:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / name, folder / name)
+    return folder
 
 
 def cpu_info() -> tuple[str, bool]:
@@ -127,7 +149,8 @@ def slowest_cells(executed: Path, count: int = 5) -> list[dict]:
     return sorted(cells, key=lambda cell: -cell["seconds"])[:count]
 
 
-def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int, info: dict) -> dict:
+def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int, info: dict,
+            fresh_clone: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="notebook-times-") as tmp:
         output = Path(tmp) / path.name
         load_before = os.getloadavg()[0]
@@ -143,7 +166,7 @@ def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int
             "ok": error is None,
             "error": error, "written": written, "date": datetime.date.today().isoformat(),
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "slowest_cells": slowest,
-            "machine": info}
+            "machine": info, **({"fresh_clone": fresh_clone} if mode == COMMITTED else {})}
 
 
 def t4_estimate() -> dict:
@@ -198,6 +221,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / NOTEBOOK_TIMES), help=f"the JSON file (default: {NOTEBOOK_TIMES})")
     parser.add_argument("--write", action="store_true", help="write each executed notebook back in place")
     parser.add_argument("--from-scratch", action="store_true", help="empty results/ and runs/ (temporary folder)")
+    parser.add_argument("--in-checkout", action="store_true",
+                        help="with the committed results: run in the checkout, with its runs/ (not a fresh clone)")
     parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per cell (default: 6 hours)")
     args = parser.parse_args(argv)
     if args.write and args.from_scratch:
@@ -214,10 +239,15 @@ def main(argv=None) -> int:
         if args.from_scratch:
             (Path(scratch) / "results").mkdir()  # present and empty: nothing is read, nothing is fetched
             os.environ["HYBRID_UTILS_CACHE"] = str(Path(scratch) / "cache")  # the kernels inherit it
-        for path in paths:
-            cwd = Path(scratch) if args.from_scratch else path.parent
+        for number, path in enumerate(paths):
+            if args.from_scratch:
+                cwd = Path(scratch)  # one folder for all: the chapters, in book order, compute what the next read
+            elif args.in_checkout:
+                cwd = path.parent
+            else:  # a fresh clone per chapter: nothing an earlier chapter trained is reused
+                cwd = fresh_clone(Path(scratch) / f"clone-{number}")
             entry = measure(path, profile, FROM_SCRATCH if args.from_scratch else COMMITTED, cwd, args.write,
-                            args.timeout, info)
+                            args.timeout, info, fresh_clone=not (args.from_scratch or args.in_checkout))
             entries.append(entry)
             record(Path(args.out), [entry])  # after every chapter: an interrupted run keeps what it measured
             print(f"{entry['chapter']}: {entry['seconds']:.1f} s" + ("" if entry["ok"] else f"  FAILED: {entry['error']}"),

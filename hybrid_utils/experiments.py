@@ -58,6 +58,16 @@ def is_finished_run(path: Path) -> bool:
     return (path / "train_config.json").exists() and (path / "modules.json").exists()
 
 
+def saved_without_run(result: Path, run: Path) -> bool:
+    """True when ``result`` is a saved evaluation and ``run``, the run it evaluated, is not here.
+
+    A fresh clone (or Colab after fetching the results) has the committed study's evaluations but not its runs.
+    A chapter then reads the evaluation as it is: training the run again would take minutes per run, and the
+    retrained run, newer than the file, would be evaluated again and overwrite the committed numbers.
+    """
+    return result.exists() and not (run / "train_config.json").exists()
+
+
 class Evaluator:
     """Evaluates models of one profile; with the CPU default it reuses the frozen layers' work.
 
@@ -265,7 +275,9 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
                   model: str | None = None, evaluator: "Evaluator | None" = None, log=print) -> dict:
     """The evaluation of one model of the study on ``eval_on``: read from its JSON, else trained and evaluated now.
 
-    Uses the same folders, file names and model names as :func:`reproduce`.
+    Uses the same folders, file names and model names as :func:`reproduce`. A saved evaluation whose run is not
+    here (a fresh clone: :func:`saved_without_run`) is read without training; one older than its run is evaluated
+    again.
     """
     from .config import PROTOCOLS
 
@@ -277,9 +289,10 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
                          model_name=model_slug(model))
     train_on = next(t for t, e in PROTOCOLS.items() if e == eval_on)
     seed = profile.seeds[0] if seed is None else seed
-    folder = ensure_run(profile, method, train_on, model, log=log, seed=seed)
-    return evaluator(str(folder), model, eval_on, result_path(profile, model, method, eval_on, seed),
-                     model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
+    out, folder = result_path(profile, model, method, eval_on, seed), run_dir(profile, model, method, train_on, seed)
+    if not saved_without_run(out, folder):
+        folder = ensure_run(profile, method, train_on, model, log=log, seed=seed)
+    return evaluator(str(folder), model, eval_on, out, model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
 
 
 def _adversary_prefix(lambda_max: float, adversary: str) -> str:

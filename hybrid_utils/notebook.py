@@ -182,8 +182,8 @@ def chapter_cost(chapter: str, path: str | os.PathLike = NOTEBOOK_TIMES, profile
     """One line on what running ``chapter`` costs, from the measurements in ``results/notebook_times.json``.
 
     ``chapter`` is a notebook's name (``"03_fine_tuning"``, ``"notebooks/03_fine_tuning.ipynb"``) or number
-    (``"03"``). The line says how long the chapter took in ``profile`` with the committed results and from
-    scratch, and on a Colab T4 (the ``gpu`` profile), each as measured by ``benchmarks/notebooks.py`` (date
+    (``"03"``). The line says how long the chapter took in ``profile`` with the committed results (and whether in a
+    fresh clone, without the runs of ``reproduce``) and from scratch, and on a Colab T4 (the ``gpu`` profile), each as measured by ``benchmarks/notebooks.py`` (date
     and machine named) or "not measured yet": no number is ever made up.
     """
     import json
@@ -199,8 +199,9 @@ def chapter_cost(chapter: str, path: str | os.PathLike = NOTEBOOK_TIMES, profile
         machine = committed.get("machine") or {}
         cores = machine.get("cpu_count")
         on = f"{cores} {machine.get('precision', 'fp32')} cores" if cores else f"a {machine.get('precision', '')} CPU"
+        where = " in a fresh clone (no runs)" if committed.get("fresh_clone") else ""
         first = (f"On {' '.join(on.split())} this chapter took {_duration(committed['seconds'])} with the committed "
-                 f"results {_when(committed)}")
+                 f"results{where} {_when(committed)}")
     else:
         first = f"With the committed results ({profile} profile) this chapter's time is not measured yet"
     scratch = _latest(entries, name, profile, FROM_SCRATCH)

@@ -132,8 +132,9 @@ class Profile:
     # monolingual runs, the profile's alpha the hybrid one) on the sweep protocol, with these seeds
     alpha_sweep: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     alpha_sweep_seeds: tuple[int, ...] = (1, 2)
-    # steps of a chapter-sized run: where a chapter trains only to show the shape of a curve and the study's file is
-    # missing (chapter 4's lambda sweep from scratch, tutorial.chapter_sized); None: the profile's own steps
+    # steps of a chapter-sized run: where a chapter trains only to show the shape of a curve and the study's file or
+    # runs are missing (chapter 4's lambda sweep from scratch; chapters 3, 4 and 7 in a fresh clone, which has the
+    # study's results but not its runs: tutorial.chapter_sized, tutorial.chapter_runs); None: the profile's own steps
     chapter_steps: int | None = None
     limit_questions: int | None = None
     eval_languages: tuple[str, ...] | None = None

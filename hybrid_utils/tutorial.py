@@ -6,7 +6,7 @@ Nothing here is needed for training or evaluation; each function turns library o
 * batches: :func:`batch_preview`, :func:`duplicates_per_batch`, :func:`alpha_sweep`,
   :func:`group_frequencies`, :func:`composition_matrix` (pairs per question and answer language);
 * models and runs: :func:`answer_similarities`, :func:`evaluate_runs`, :func:`lambda_sweep_runs`,
-  :func:`chapter_sized`;
+  :func:`chapter_sized`, :func:`chapter_runs`;
 * figures: :func:`plot_alpha_sweep`, :func:`plot_group_frequencies`,
   :func:`plot_discriminator_accuracy`.
 """
@@ -26,7 +26,8 @@ from .samplers import HybridBatchSampler, _column
 
 __all__ = [
     "batch_preview", "duplicates_per_batch", "alpha_sweep", "group_frequencies",
-    "answer_similarities", "evaluate_runs", "lambda_sweep_runs", "chapter_sized", "CHAPTER_SIZED",
+    "answer_similarities", "evaluate_runs", "lambda_sweep_runs", "chapter_sized", "chapter_runs",
+    "CHAPTER_SIZED",
     "plot_alpha_sweep", "plot_group_frequencies", "plot_discriminator_accuracy",
 ]
 
@@ -199,9 +200,9 @@ def chapter_sized(profile):
     """``profile`` scaled to a chapter: ``profile.chapter_steps`` steps per run, the first sweep seed, own folders.
 
     For a chapter that trains only to show the shape of a curve when the study's file is missing (chapter 4's
-    lambda sweep from scratch): every run, per training set and method too, takes ``chapter_steps`` steps, and runs
-    and results go to ``<runs_dir>/chapter-sized/``, so the study's runs and ``results/`` are never replaced by
-    shorter ones. Its numbers are not the study's, and neither is a choice made on them. ``profile`` unchanged when
+    lambda sweep from scratch) or its runs are (:func:`chapter_runs` in a fresh clone): every run, per training set
+    and method too, takes ``chapter_steps`` steps, and runs and results go to ``<runs_dir>/chapter-sized/``, so the
+    study's runs and ``results/`` are never replaced by shorter ones. Its numbers are not the study's, and neither is a choice made on them. ``profile`` unchanged when
     it has no ``chapter_steps``.
     """
     from dataclasses import replace
@@ -215,6 +216,44 @@ def chapter_sized(profile):
     folder = Path(profile.runs_dir) / CHAPTER_SIZED
     return replace(profile, steps=steps, per_train_set=per_train_set, sweep_seeds=profile.sweep_seeds[:1],
                    runs_dir=str(folder / "runs"), results_dir=str(folder / "results"))
+
+
+def chapter_runs(profile, methods: Sequence[str], train_on: str, model: str | None = None, seed: int | None = None,
+                 log=print) -> tuple[dict[str, Path], Any]:
+    """The finished runs a chapter shows, one per method, and the profile they were trained in.
+
+    * The study's runs (the folders of ``reproduce``) when all of them are there; when the study's results of
+      these methods are not there either (from scratch: the runs trained now are the ones ``reproduce`` and the
+      later chapters evaluate); and inside ``reproduce --study --notebooks``.
+    * Otherwise (the committed results are there, the runs are not: a fresh clone, or Colab after fetching the
+      results), chapter-sized runs (:func:`chapter_sized`: ``profile.chapter_steps`` steps each, in folders of
+      their own), so that a chapter that shows how training behaves takes minutes instead of training the study.
+      The results the chapters read stay the study's.
+
+    Returns ``({method: run folder}, run_profile)``: ``run_profile`` is ``profile`` or its chapter-sized copy,
+    whose ``steps`` the runs took. ``log`` gets one line saying which it is.
+    """
+    from .config import PROTOCOLS
+    from .experiments import ensure_run, is_finished_run, result_path, run_dir
+    from .notebook import study_requested
+
+    model = model or profile.models[0]
+    seed = profile.seeds[0] if seed is None else seed
+    study_runs = [run_dir(profile, model, method, train_on, seed) for method in methods]
+    committed = all(result_path(profile, model, method, PROTOCOLS[train_on], seed).exists() for method in methods)
+    sized = chapter_sized(profile)
+    use_study = (all(is_finished_run(folder) for folder in study_runs) or not committed or study_requested()
+                 or sized is profile)
+    run_profile = profile if use_study else sized
+    study_steps = profile.training_defaults(train_on)["steps"]
+    if use_study:
+        log(f"the study's runs, in {profile.runs_dir}")
+    else:
+        log(f"the study's runs are not in {profile.runs_dir}, its results are in {profile.results_dir} (a fresh "
+            f"clone): chapter-sized runs of {sized.steps} steps each (the study's: {study_steps}), in "
+            f"{sized.runs_dir}; `python -m hybrid_utils reproduce` trains the study's")
+    runs = {method: ensure_run(run_profile, method, train_on, model, log=log, seed=seed) for method in methods}
+    return runs, run_profile
 
 
 # --------------------------------------------------------------------------- figures

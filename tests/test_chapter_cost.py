@@ -30,6 +30,10 @@ def test_a_measured_chapter(tmp_path):
     assert "\n" not in line
     # the number, a notebook path and a file name name the same chapter
     assert chapter_cost("03", path) == chapter_cost("notebooks/03_fine_tuning.ipynb", path) == line
+    # measured as a fresh clone has it (the committed results, no runs): the line says so
+    fresh = chapter_cost("03", write(tmp_path, [entry(fresh_clone=True)]))
+    assert fresh.startswith("On 2 fp32 cores this chapter took 4.2 minutes with the committed results in a fresh "
+                            "clone (no runs) (measured 2026-01-10, AMD EPYC)")
 
 
 @pytest.mark.parametrize("content", [None, "not json", json.dumps({"measurements": []}), json.dumps([1, 2])],
@@ -125,3 +129,16 @@ def test_the_benchmark_records_the_dry_runs_t4_estimate_of_the_whole_gpu_study(t
     expected = assumed_seconds(plan_study(empty)).total_seconds
     assert estimate["seconds"] == pytest.approx(expected, abs=0.1) and estimate["seconds"] > 600
     assert "assumed" in estimate["source"]
+
+
+def test_the_benchmark_runs_a_chapter_with_the_committed_results_as_in_a_fresh_clone(tmp_path):
+    import subprocess
+
+    benchmark = _benchmark_module()
+    root = benchmark.ROOT
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files", "results"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    clone = benchmark.fresh_clone(tmp_path / "clone")
+    copied = sorted(str(p.relative_to(clone)) for p in clone.rglob("*") if p.is_file())
+    assert copied == sorted(tracked) and "results/summary.csv" in copied
+    assert not (clone / "runs").exists()

@@ -195,3 +195,59 @@ def test_lambda_sweep_runs_without_training_returns_only_the_finished_runs(study
     missing = tutorial.lambda_sweep_runs(profile, [0.5, 1.0], adversary="reversal", train=False)
     assert list(missing) == [1.0] and missing[1.0] == trained[1.0]
     assert not list(Path(profile.runs_dir).rglob("*lambda0.5*"))
+
+
+def test_chapter_runs_are_chapter_sized_only_with_the_studys_results_and_without_its_runs(study, tmp_path):
+    from dataclasses import replace
+
+    from hybrid_utils import tutorial
+    from hybrid_utils.experiments import is_finished_run
+    from hybrid_utils.runs import load_train_config
+
+    profile, _, _ = study
+    model, methods = profile.models[0], ["monolingual", "hybrid"]
+    steps = lambda folder: load_train_config(folder)["summary"]["global_step"]  # noqa: E731
+    assert profile.chapter_steps != profile.steps
+    # the study's runs are there: the chapter shows them, trains nothing
+    lines = []
+    runs, run_profile = tutorial.chapter_runs(profile, methods, "mlqa-r", log=lines.append)
+    assert run_profile is profile and runs == {m: run_dir(profile, model, m, "mlqa-r") for m in methods}
+    assert sum("[skip]" in line for line in lines) == len(methods)
+    # a fresh clone: the study's results without its runs -> chapter-sized runs in folders of their own
+    clone = replace(profile, runs_dir=str(tmp_path / "clone"))
+    lines = []
+    runs, run_profile = tutorial.chapter_runs(clone, methods, "mlqa-r", log=lines.append)
+    assert run_profile.steps == profile.chapter_steps and "chapter-sized runs of" in lines[0]
+    assert all(Path(folder).is_relative_to(tmp_path / "clone" / tutorial.CHAPTER_SIZED) for folder in runs.values())
+    assert [steps(folder) for folder in runs.values()] == [profile.chapter_steps] * len(methods)
+    assert not any(is_finished_run(run_dir(clone, model, m, "mlqa-r")) for m in methods)
+    # from scratch, no results either: the study's runs, trained now for the later chapters to evaluate
+    scratch = replace(profile, runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    runs, run_profile = tutorial.chapter_runs(scratch, ["monolingual"], "mlqa-r", log=lambda *_: None)
+    assert run_profile is scratch and runs == {"monolingual": run_dir(scratch, model, "monolingual", "mlqa-r")}
+    assert steps(runs["monolingual"]) == profile.steps
+
+
+def test_a_fresh_clone_reads_the_saved_evaluations_and_trains_no_run(study, tmp_path):
+    """The committed results without the runs: chapters read them; nothing is retrained, no number rewritten."""
+    import shutil
+    from dataclasses import replace
+
+    from hybrid_utils.experiments import ensure_result
+    from hybrid_utils.results import model_slug
+
+    profile, _, _ = study
+    shutil.copytree(profile.results_dir, tmp_path / "results")
+    clone = replace(profile, runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    saved = {path: path.read_bytes() for path in (tmp_path / "results").rglob("*.json")}
+    model = profile.models[0]
+    result = ensure_result(clone, "hybrid", "xquad-r", log=lambda *_: None)
+    assert result["mono_map"] == json.loads(result_path(profile, model, "hybrid", "xquad-r").read_text())["mono_map"]
+    methods, lines = ["monolingual", "hybrid", "adversarial"], []  # the ones the smoke study evaluated
+    summary = reproduce(clone, methods=methods, log=lines.append, read_saved=True)
+    read = [line for line in lines if "read as it is, nothing trained" in line]
+    assert len(read) == len(methods) * len(profile.seeds)
+    assert not list((tmp_path / "runs").rglob("train_config.json"))  # no run trained
+    evaluations = [path for path in saved if path.parent.parent.name == model_slug(model)]
+    assert evaluations and all(path.read_bytes() == saved[path] for path in evaluations)  # none rewritten
+    assert set(summary["method"]) == {"zero-shot", *methods}

@@ -28,7 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ZERO_SHOT
-from ..experiments import Evaluator, ensure_run, result_path, run_dir, sweep_dir, sweep_name, sweep_points
+from ..experiments import (Evaluator, ensure_run, result_path, run_dir, saved_without_run, sweep_dir, sweep_name,
+                           sweep_points)
 from ..profiles import Profile, get_profile
 from ..results import load_seed_results, model_slug, result_name
 from .report import SWEEP_COLUMNS
@@ -37,7 +38,7 @@ from .timing import ReuseCounter, StageTimer, write_timing
 
 def reproduce(profile: Profile | str | None = None, methods=None, models=None, study: bool = False,
               train_sets=None, refresh=(), log=print, max_hours: float | None = None,
-              language_weights: bool = False) -> pd.DataFrame:
+              language_weights: bool = False, read_saved: bool = False) -> pd.DataFrame:
     """Run the study of ``profile`` (resumable) and return the summary table (means over seeds).
 
     Args:
@@ -55,6 +56,10 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
         language_weights: also train hybrid with uniform languages and compare it with the
             size-proportional hybrid runs (:func:`hybrid_utils.study.language_weighting.language_weights_study`,
             same seeds and protocols; ``language_weights.csv``, ``language_weights_comparisons.csv``).
+        read_saved: read an evaluation saved in ``profile.results_dir`` whose run is not here as it is, and
+            train nothing for it (:func:`~hybrid_utils.experiments.saved_without_run`): chapter 5 in a fresh clone,
+            which has the committed results but not the runs. Without it (the command line), such a run is trained
+            again and its evaluation redone: reproducing the study is what ``reproduce`` is for.
         log: where progress lines go.
         max_hours: a time budget (default: ``profile.max_hours``); with one, the time of the plan is
             estimated from measured steps before training and the call stops with
@@ -96,11 +101,15 @@ def reproduce(profile: Profile | str | None = None, methods=None, models=None, s
                 for seed in seeds:
                     out_dir = run_dir(profile, model, method, train_on, seed)
                     log(f"== {model_slug(model)}: {method} (seed {seed}), train on {train_on} -> evaluate on {eval_on}")
+                    out = result_path(profile, model, method, eval_on, seed)
                     start = time.perf_counter()
-                    ensure_run(profile, method, train_on, model, log=log, seed=seed, output_dir=str(out_dir))
+                    if read_saved and saved_without_run(out, out_dir):
+                        log(f"  [skip] {out} is saved and its run is not here: read as it is, nothing trained")
+                    else:
+                        ensure_run(profile, method, train_on, model, log=log, seed=seed, output_dir=str(out_dir))
                     timer.add(f"train {method} on {train_on}", time.perf_counter() - start, seed)
                     start = time.perf_counter()
-                    result = evaluate(str(out_dir), model, eval_on, result_path(profile, model, method, eval_on, seed),
+                    result = evaluate(str(out_dir), model, eval_on, out,
                                       model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})",
                                       refresh=method in refresh)
                     timer.add(f"evaluate {method} on {eval_on}", time.perf_counter() - start, seed)
