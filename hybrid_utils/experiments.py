@@ -292,7 +292,8 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
     out, folder = result_path(profile, model, method, eval_on, seed), run_dir(profile, model, method, train_on, seed)
     if not saved_without_run(out, folder):
         folder = ensure_run(profile, method, train_on, model, log=log, seed=seed)
-    return evaluator(str(folder), model, eval_on, out, model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
+    return evaluator(str(folder), model, eval_on, out,
+                     model_name=f"{model_slug(model)} + {method} ({train_on}, seed {seed})")
 
 
 def _adversary_prefix(lambda_max: float, adversary: str) -> str:

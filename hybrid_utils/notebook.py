@@ -183,8 +183,9 @@ def chapter_cost(chapter: str, path: str | os.PathLike = NOTEBOOK_TIMES, profile
 
     ``chapter`` is a notebook's name (``"03_fine_tuning"``, ``"notebooks/03_fine_tuning.ipynb"``) or number
     (``"03"``). The line says how long the chapter took in ``profile`` with the committed results (and whether in a
-    fresh clone, without the runs of ``reproduce``) and from scratch, and on a Colab T4 (the ``gpu`` profile), each as measured by ``benchmarks/notebooks.py`` (date
-    and machine named) or "not measured yet": no number is ever made up.
+    fresh clone, without the runs of ``reproduce``) and from scratch, and on a Colab T4 (the ``gpu`` profile), each
+    as measured by ``benchmarks/notebooks.py`` (date and machine named) or "not measured yet": no number is ever
+    made up.
     """
     import json
     from pathlib import Path
