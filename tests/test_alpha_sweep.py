@@ -62,7 +62,9 @@ def test_hybrid_at_alpha_one_is_the_monolingual_run(smoke, sweep, tmp_path):
                         log=lambda *a: None)
     hybrid = load_train_log(folder)
     assert len(mono) == smoke.steps
-    assert hybrid["loss"].tolist() == mono["loss"].tolist()
+    # the same batches give the same losses; equal to float noise only, because the process's training cache may
+    # hold frozen-layer states computed in other batches (other padding) by runs trained before this one
+    assert hybrid["loss"].tolist() == pytest.approx(mono["loss"].tolist(), rel=1e-5, abs=1e-6)
 
 
 def test_summary_and_plot(sweep):

@@ -250,4 +250,4 @@ def test_a_fresh_clone_reads_the_saved_evaluations_and_trains_no_run(study, tmp_
     assert not list((tmp_path / "runs").rglob("train_config.json"))  # no run trained
     evaluations = [path for path in saved if path.parent.parent.name == model_slug(model)]
     assert evaluations and all(path.read_bytes() == saved[path] for path in evaluations)  # none rewritten
-    assert set(summary["method"]) == {"zero-shot", *methods}
+    assert set(summary["method"]) >= {"zero-shot", *methods}  # the tables cover every evaluation of the folder
