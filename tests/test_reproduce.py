@@ -197,37 +197,6 @@ def test_lambda_sweep_runs_without_training_returns_only_the_finished_runs(study
     assert not list(Path(profile.runs_dir).rglob("*lambda0.5*"))
 
 
-def test_chapter_runs_are_chapter_sized_only_with_the_studys_results_and_without_its_runs(study, tmp_path):
-    from dataclasses import replace
-
-    from hybrid_utils import tutorial
-    from hybrid_utils.experiments import is_finished_run
-    from hybrid_utils.runs import load_train_config
-
-    profile, _, _ = study
-    model, methods = profile.models[0], ["monolingual", "hybrid"]
-    steps = lambda folder: load_train_config(folder)["summary"]["global_step"]  # noqa: E731
-    assert profile.chapter_steps != profile.steps
-    # the study's runs are there: the chapter shows them, trains nothing
-    lines = []
-    runs, run_profile = tutorial.chapter_runs(profile, methods, "mlqa-r", log=lines.append)
-    assert run_profile is profile and runs == {m: run_dir(profile, model, m, "mlqa-r") for m in methods}
-    assert sum("[skip]" in line for line in lines) == len(methods)
-    # a fresh clone: the study's results without its runs -> chapter-sized runs in folders of their own
-    clone = replace(profile, runs_dir=str(tmp_path / "clone"))
-    lines = []
-    runs, run_profile = tutorial.chapter_runs(clone, methods, "mlqa-r", log=lines.append)
-    assert run_profile.steps == profile.chapter_steps and "chapter-sized runs of" in lines[0]
-    assert all(Path(folder).is_relative_to(tmp_path / "clone" / tutorial.CHAPTER_SIZED) for folder in runs.values())
-    assert [steps(folder) for folder in runs.values()] == [profile.chapter_steps] * len(methods)
-    assert not any(is_finished_run(run_dir(clone, model, m, "mlqa-r")) for m in methods)
-    # from scratch, no results either: the study's runs, trained now for the later chapters to evaluate
-    scratch = replace(profile, runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
-    runs, run_profile = tutorial.chapter_runs(scratch, ["monolingual"], "mlqa-r", log=lambda *_: None)
-    assert run_profile is scratch and runs == {"monolingual": run_dir(scratch, model, "monolingual", "mlqa-r")}
-    assert steps(runs["monolingual"]) == profile.steps
-
-
 def test_a_fresh_clone_reads_the_saved_evaluations_and_trains_no_run(study, tmp_path):
     """The committed results without the runs: chapters read them; nothing is retrained, no number rewritten."""
     import shutil

@@ -1,6 +1,7 @@
 """One folder per training run: the study, the default ``reproduce`` and the chapters share their runs."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from hybrid_utils.experiments import run_dir, sweep_dir, train_config
 from hybrid_utils.profiles import get_profile
@@ -117,3 +118,34 @@ def test_a_chapter_sized_sweep_trains_shorter_runs_in_folders_of_its_own():
         "hybrid": study.chapter_steps, "adversarial": study.chapter_steps}
     unsized = replace(study, chapter_steps=None)
     assert chapter_sized(unsized) is unsized  # a profile without chapter steps: unchanged
+
+
+def test_chapter_runs_are_chapter_sized_only_with_the_studys_results_and_without_its_runs(tmp_path):
+    """Which runs a chapter shows: the study's, unless the study's results are there and its runs are not."""
+    from hybrid_utils import tutorial
+    from hybrid_utils.experiments import is_finished_run, result_path
+    from hybrid_utils.runs import load_train_config
+
+    scratch = replace(get_profile("smoke"), runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    model, methods = scratch.models[0], ["monolingual"]
+    steps = lambda folder: load_train_config(folder)["summary"]["global_step"]  # noqa: E731
+    assert scratch.chapter_steps != scratch.steps
+    # from scratch, no results: the study's run, trained now for the later chapters to evaluate
+    runs, run_profile = tutorial.chapter_runs(scratch, methods, "mlqa-r", log=lambda *_: None)
+    assert run_profile is scratch and runs == {"monolingual": run_dir(scratch, model, "monolingual", "mlqa-r")}
+    assert steps(runs["monolingual"]) == scratch.steps
+    # the study's run is there (and now its result too): shown, nothing trained
+    out = result_path(scratch, model, "monolingual", "xquad-r")
+    out.parent.mkdir(parents=True)
+    out.write_text("{}")  # only its presence counts
+    lines = []
+    assert tutorial.chapter_runs(scratch, methods, "mlqa-r", log=lines.append) == (runs, scratch)
+    assert sum("[skip]" in line for line in lines) == 1
+    # a fresh clone: the study's results without its runs -> a chapter-sized run in a folder of its own
+    clone = replace(scratch, runs_dir=str(tmp_path / "clone"))
+    lines = []
+    runs, run_profile = tutorial.chapter_runs(clone, methods, "mlqa-r", log=lines.append)
+    assert run_profile.steps == scratch.chapter_steps and "chapter-sized runs of" in lines[0]
+    assert Path(runs["monolingual"]).is_relative_to(tmp_path / "clone" / tutorial.CHAPTER_SIZED)
+    assert steps(runs["monolingual"]) == scratch.chapter_steps
+    assert not is_finished_run(run_dir(clone, model, "monolingual", "mlqa-r"))
