@@ -197,7 +197,8 @@ class Evaluator:
         from .results import save_result
 
         trained = Path(model_path) / "train_config.json"
-        if out.exists() and (not trained.exists() or out.stat().st_mtime >= trained.stat().st_mtime):
+        up_to_date = out.exists() and trained.exists() and out.stat().st_mtime >= trained.stat().st_mtime
+        if saved_without_run(out, Path(model_path)) or up_to_date:
             saved = json.loads(out.read_text())
             missing = self.missing_metrics(saved)
             if not (refresh and missing):
@@ -289,7 +290,8 @@ def ensure_result(profile: Profile | str | None, method: str, eval_on: str, seed
                          model_name=model_slug(model))
     train_on = next(t for t, e in PROTOCOLS.items() if e == eval_on)
     seed = profile.seeds[0] if seed is None else seed
-    out, folder = result_path(profile, model, method, eval_on, seed), run_dir(profile, model, method, train_on, seed)
+    out = result_path(profile, model, method, eval_on, seed)
+    folder = run_dir(profile, model, method, train_on, seed)
     if not saved_without_run(out, folder):
         folder = ensure_run(profile, method, train_on, model, log=log, seed=seed)
     return evaluator(str(folder), model, eval_on, out,

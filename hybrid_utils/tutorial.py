@@ -202,8 +202,8 @@ def chapter_sized(profile):
     For a chapter that trains only to show the shape of a curve when the study's file is missing (chapter 4's
     lambda sweep from scratch) or its runs are (:func:`chapter_runs` in a fresh clone): every run, per training set
     and method too, takes ``chapter_steps`` steps, and runs and results go to ``<runs_dir>/chapter-sized/``, so the
-    study's runs and ``results/`` are never replaced by shorter ones. Its numbers are not the study's, and neither is a choice made on them. ``profile`` unchanged when
-    it has no ``chapter_steps``.
+    study's runs and ``results/`` are never replaced by shorter ones. Its numbers are not the study's, and neither
+    is a choice made on them. ``profile`` unchanged when it has no ``chapter_steps``.
     """
     from dataclasses import replace
 
@@ -245,10 +245,10 @@ def chapter_runs(profile, methods: Sequence[str], train_on: str, model: str | No
     use_study = (all(is_finished_run(folder) for folder in study_runs) or not committed or study_requested()
                  or sized is profile)
     run_profile = profile if use_study else sized
-    study_steps = profile.training_defaults(train_on)["steps"]
     if use_study:
         log(f"the study's runs, in {profile.runs_dir}")
     else:
+        study_steps = profile.training_defaults(train_on)["steps"]
         log(f"the study's runs are not in {profile.runs_dir}, its results are in {profile.results_dir} (a fresh "
             f"clone): chapter-sized runs of {sized.steps} steps each (the study's: {study_steps}), in "
             f"{sized.runs_dir}; `python -m hybrid_utils reproduce` trains the study's")
