@@ -12,7 +12,8 @@ it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses
   chapter-sized runs (:func:`hybrid_utils.tutorial.chapter_runs`), as they do for a new user; ``--in-checkout``
   runs them in the checkout instead, with whatever runs it holds (not a fresh clone's time).
 * ``--write`` writes each executed notebook back in place (only when it ran without error), so the committed
-  outputs and the recorded times come from one run.
+  outputs and the recorded times come from one run; ``--keep-outputs DIR`` copies each executed notebook into
+  ``DIR`` instead, in any mode (to read what a from-scratch run showed).
 * ``--from-scratch`` runs the chapters, in book order, in a temporary folder with an empty ``results/``, no
   ``runs/`` and an empty package cache (``$HYBRID_UTILS_CACHE``: the converted model, the embedding store), as
   on a fresh clone on a new machine: everything the chapters read is computed first, the bundled model is
@@ -150,7 +151,7 @@ def slowest_cells(executed: Path, count: int = 5) -> list[dict]:
 
 
 def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int, info: dict,
-            fresh_clone: bool = False) -> dict:
+            fresh_clone: bool = False, keep: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="notebook-times-") as tmp:
         output = Path(tmp) / path.name
         load_before = os.getloadavg()[0]
@@ -160,6 +161,9 @@ def measure(path: Path, profile, mode: str, cwd: Path, write: bool, timeout: int
         written = bool(write and error is None)
         if written:
             shutil.copyfile(output, path)
+        if keep is not None and output.exists():  # to read the outputs of a run that --write may not write back
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(output, keep / path.name)
         slowest = slowest_cells(output)
     return {"chapter": path.stem, "kind": "solution" if path.parent.name == "solutions" else "chapter",
             "profile": profile.name, "mode": mode, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
@@ -223,6 +227,8 @@ def main(argv=None) -> int:
     parser.add_argument("--from-scratch", action="store_true", help="empty results/ and runs/ (temporary folder)")
     parser.add_argument("--in-checkout", action="store_true",
                         help="with the committed results: run in the checkout, with its runs/ (not a fresh clone)")
+    parser.add_argument("--keep-outputs", metavar="DIR", type=Path,
+                        help="copy each executed notebook into DIR (e.g. to read a from-scratch run's outputs)")
     parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per cell (default: 6 hours)")
     args = parser.parse_args(argv)
     if args.write and args.from_scratch:
@@ -247,7 +253,8 @@ def main(argv=None) -> int:
             else:  # a fresh clone per chapter: nothing an earlier chapter trained is reused
                 cwd = fresh_clone(Path(scratch) / f"clone-{number}")
             entry = measure(path, profile, FROM_SCRATCH if args.from_scratch else COMMITTED, cwd, args.write,
-                            args.timeout, info, fresh_clone=not (args.from_scratch or args.in_checkout))
+                            args.timeout, info, fresh_clone=not (args.from_scratch or args.in_checkout),
+                            keep=args.keep_outputs)
             entries.append(entry)
             record(Path(args.out), [entry])  # after every chapter: an interrupted run keeps what it measured
             print(f"{entry['chapter']}: {entry['seconds']:.1f} s" + ("" if entry["ok"] else f"  FAILED: {entry['error']}"),

@@ -136,6 +136,11 @@ class Profile:
     # runs are missing (chapter 4's lambda sweep from scratch; chapters 3, 4 and 7 in a fresh clone, which has the
     # study's results but not its runs: tutorial.chapter_sized, tutorial.chapter_runs); None: the profile's own steps
     chapter_steps: int | None = None
+    # question ids of a chapter-sized evaluation: where a chapter shows evaluations of the study's runs and the
+    # study's results are missing (chapter 4's probe from scratch), it evaluates the runs on the first
+    # `chapter_questions` question ids of the evaluation set, without post-processing, in a folder of its own
+    # (tutorial.chapter_evaluations); chapter 5 evaluates the full set. None: the full evaluation, saved in results/
+    chapter_questions: int | None = None
     limit_questions: int | None = None
     eval_languages: tuple[str, ...] | None = None
     int8_eval: bool = False
@@ -182,7 +187,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", steps=3, batch_size=8, limit_pairs=2500, limit_questions=25, study_seeds=(1, 2), center_sample=16,
-        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,), chapter_steps=2,
+        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,), chapter_steps=2, chapter_questions=12,
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",
     ),
@@ -197,7 +202,8 @@ PROFILES = {
     # of the committed study (3 seeds, the sweep) does not fit both; hybrid-adversarial is left out for the same reason.
     "cpu": Profile(name="cpu", methods=("monolingual", "cross-lingual", "hybrid", "adversarial"),
                    protocols=(("mlqa-r", "xquad-r"),), steps=240, learning_rate=3e-4, reinit_top_layers=2,
-                   lambda_sweep=(0.0, 0.3, 1.0), lambda_max=0.3, adversary="confusion", chapter_steps=80),
+                   lambda_sweep=(0.0, 0.3, 1.0), lambda_max=0.3, adversary="confusion", chapter_steps=80,
+                   chapter_questions=300),
     # The earlier setting: the pretrained encoder's top 2 layers fine-tuned, each method with its own tuning
     # (results/tuning/<set>.csv and .json, the four methods on the same grid, held-out paragraph groups;
     # tests/test_tuning.py checks that these values are that file's choice). Cross-lingual batches cost nothing

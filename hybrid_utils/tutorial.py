@@ -6,7 +6,7 @@ Nothing here is needed for training or evaluation; each function turns library o
 * batches: :func:`batch_preview`, :func:`duplicates_per_batch`, :func:`alpha_sweep`,
   :func:`group_frequencies`, :func:`composition_matrix` (pairs per question and answer language);
 * models and runs: :func:`answer_similarities`, :func:`evaluate_runs`, :func:`lambda_sweep_runs`,
-  :func:`chapter_sized`, :func:`chapter_runs`;
+  :func:`chapter_sized`, :func:`chapter_runs`, :func:`chapter_evaluations`;
 * figures: :func:`plot_alpha_sweep`, :func:`plot_group_frequencies`,
   :func:`plot_discriminator_accuracy`.
 """
@@ -27,7 +27,7 @@ from .samplers import HybridBatchSampler, _column
 __all__ = [
     "batch_preview", "duplicates_per_batch", "alpha_sweep", "group_frequencies",
     "answer_similarities", "evaluate_runs", "lambda_sweep_runs", "chapter_sized", "chapter_runs",
-    "CHAPTER_SIZED",
+    "chapter_evaluations", "CHAPTER_SIZED",
     "plot_alpha_sweep", "plot_group_frequencies", "plot_discriminator_accuracy",
 ]
 
@@ -254,6 +254,45 @@ def chapter_runs(profile, methods: Sequence[str], train_on: str, model: str | No
             f"{sized.runs_dir}; `python -m hybrid_utils reproduce` trains the study's")
     runs = {method: ensure_run(run_profile, method, train_on, model, log=log, seed=seed) for method in methods}
     return runs, run_profile
+
+
+def chapter_evaluations(profile, methods: Sequence[str], eval_on: str, model: str | None = None,
+                        log=print) -> tuple[dict[str, list[dict]], Any]:
+    """The evaluations of the study's models a chapter shows: ``{method: [result per seed]}``.
+
+    * The study's evaluations (every seed saved in ``profile.results_dir``) when the first seed's are there (the
+      committed results, or after ``reproduce``), read as they are (:func:`~hybrid_utils.experiments.ensure_result`),
+      and inside ``reproduce --study --notebooks``, where a missing one is computed and saved.
+    * Otherwise (from scratch) the profile's first-seed runs, evaluated on the first ``profile.chapter_questions``
+      question ids of ``eval_on`` without post-processing, saved in a folder of their own below
+      ``<runs_dir>/chapter-sized/``: minutes instead of the full set's, which chapter 5 evaluates for the study.
+      Rank distances grow with the pool, so they are not comparable with the full set's.
+
+    Returns the evaluations and the profile that made them (``profile`` or its chapter-sized copy, whose
+    ``limit_questions`` says how many question ids). ``log`` gets one line saying which it is.
+    """
+    from dataclasses import replace
+
+    from .experiments import Evaluator, ensure_result, result_path
+    from .notebook import study_requested
+    from .results import load_seed_results, model_slug
+
+    model = model or profile.models[0]
+    saved = all(result_path(profile, model, method, eval_on).exists() for method in methods)
+    if saved or study_requested() or profile.chapter_questions is None:
+        eval_profile = profile
+        log(f"the study's evaluations, in {profile.results_dir}")
+    else:
+        count = profile.chapter_questions
+        folder = Path(profile.runs_dir) / CHAPTER_SIZED / f"results-first-{count}-questions"
+        eval_profile = replace(profile, limit_questions=count, postprocess=(), results_dir=str(folder))
+        log(f"the study's evaluations are not in {profile.results_dir} (from scratch): its runs evaluated on the "
+            f"first {count} question ids of {eval_on}, in {folder}; chapter 5 evaluates the full set")
+    evaluator = Evaluator(eval_profile, log)
+    for method in methods:
+        ensure_result(eval_profile, method, eval_on, model=model, evaluator=evaluator, log=log)
+    found = load_seed_results(eval_profile.results_dir)
+    return {method: found[(model_slug(model), method, eval_on)] for method in methods}, eval_profile
 
 
 # --------------------------------------------------------------------------- figures

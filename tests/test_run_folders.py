@@ -149,3 +149,34 @@ def test_chapter_runs_are_chapter_sized_only_with_the_studys_results_and_without
     assert Path(runs["monolingual"]).is_relative_to(tmp_path / "clone" / tutorial.CHAPTER_SIZED)
     assert steps(runs["monolingual"]) == scratch.chapter_steps
     assert not is_finished_run(run_dir(clone, model, "monolingual", "mlqa-r"))
+
+
+def test_chapter_evaluations_are_chapter_sized_only_without_the_studys_results(tmp_path):
+    """From scratch a chapter evaluates the study's runs on a few question ids, in a folder of its own; with the
+    study's results it reads them and evaluates nothing."""
+    from hybrid_utils import tutorial
+    from hybrid_utils.experiments import ensure_result, is_finished_run, result_path
+
+    scratch = replace(get_profile("smoke"), runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+    model, methods = scratch.models[0], ["zero-shot", "monolingual"]
+    assert scratch.chapter_questions < scratch.limit_questions
+    # from scratch: the study's run (trained now), evaluated on chapter_questions question ids, results/ untouched
+    lines = []
+    evaluations, eval_profile = tutorial.chapter_evaluations(scratch, methods, "xquad-r", log=lines.append)
+    assert "from scratch" in lines[0] and eval_profile.limit_questions == scratch.chapter_questions
+    assert is_finished_run(run_dir(scratch, model, "monolingual", "mlqa-r"))
+    assert not Path(scratch.results_dir).exists()
+    assert Path(eval_profile.results_dir).is_relative_to(tmp_path / "runs" / tutorial.CHAPTER_SIZED)
+    for method in methods:  # fewer questions than the full set's evaluation (which writes the study's result file)
+        (result,) = evaluations[method]
+        assert result["n_questions"] < ensure_result(scratch, method, "xquad-r", log=lambda *_: None)["n_questions"]
+        assert "postprocess" not in result and 0 < result["probe_accuracy"] <= 1
+    # the study's results are there now (the full set, written just above): read as they are, nothing evaluated
+    saved = {method: result_path(scratch, model, method, "xquad-r") for method in methods}
+    before = {method: (path.read_bytes(), path.stat().st_mtime_ns) for method, path in saved.items()}
+    lines = []
+    evaluations, eval_profile = tutorial.chapter_evaluations(scratch, methods, "xquad-r", log=lines.append)
+    assert eval_profile is scratch and sum("[skip]" in line and line.endswith(" exists") for line in lines) == len(methods)
+    assert {m: (p.read_bytes(), p.stat().st_mtime_ns) for m, p in saved.items()} == before
+    assert {m: [r["mono_map"] for r in evaluations[m]] for m in methods} == {
+        m: [json.loads(p.read_text())["mono_map"]] for m, p in saved.items()}
