@@ -35,7 +35,7 @@ SMOKE_MODULES = ("test_reproduce.py", "test_alpha_sweep.py")
 #: group of its own, beside the smoke group, so that the two workers share the work more evenly. A notebook that
 #: reaches the folder some other way needs its call named here.
 SMOKE_FOLDER_CALLS = ("ensure_run", "ensure_result", "lambda_sweep_runs", "run_dir", "runs_dir", "results_dir",
-                      "reproduce", "load_results", "load_seed_results")
+                      "reproduce", "load_results", "load_seed_results", "chapter_runs", "chapter_evaluations")
 
 
 @functools.lru_cache(maxsize=None)  # once per notebook, not once per cell

@@ -256,3 +256,21 @@ def test_chapters_import_no_private_names():
     private = [(path.name, module, name) for path in notebooks for module, name in notebook_imports(path)
                if name.startswith("_")]
     assert not private
+
+
+def test_a_chapter_that_calls_a_helper_reaching_the_run_folders_runs_in_the_smoke_group():
+    """conftest puts a notebook in the smoke group (one worker, after the smoke study) when its code names a call of
+    ``SMOKE_FOLDER_CALLS``; a tutorial helper that trains or reads runs and results must be one of them, or its
+    chapter runs beside the smoke study in the other worker and both train the same run folder."""
+    import inspect
+
+    import conftest
+    from hybrid_utils import tutorial
+
+    reaching = ("ensure_run(", "ensure_result(", "load_seed_results(", "load_results(")
+    helpers = {name for name, function in inspect.getmembers(tutorial, inspect.isfunction)
+               if function.__module__ == tutorial.__name__ and any(c in inspect.getsource(function) for c in reaching)}
+    assert {"chapter_runs", "chapter_evaluations", "lambda_sweep_runs"} <= helpers
+    assert helpers <= set(conftest.SMOKE_FOLDER_CALLS)
+    chapter_3 = PACKAGE.parent / "notebooks" / "03_fine_tuning.ipynb"
+    assert conftest._notebook_group(chapter_3) is conftest.SMOKE_GROUP
