@@ -28,10 +28,19 @@ SMALL = dict(train_on="mlqa-r", languages=("de", "en", "es"), show_progress=Fals
 
 
 @pytest.fixture(scope="module")
-def bundled_model():
+def _pristine_bundled_model():
     from hybrid_utils.encoder import load_encoder
 
     return load_encoder("bundled", device="cpu")
+
+
+@pytest.fixture
+def bundled_model(_pristine_bundled_model):
+    """A copy per test: training (build_training_run) re-initialises and trains the model it is given, and a test
+    that reads the untouched weights must not see what an earlier test in the same worker did to them."""
+    import copy
+
+    return copy.deepcopy(_pristine_bundled_model)
 
 
 # --------------------------------------------------------------------------- names and config
