@@ -283,7 +283,7 @@ def chapter_evaluations(profile, methods: Sequence[str], eval_on: str, model: st
         eval_profile = profile
         log(f"the study's evaluations, in {profile.results_dir}")
     else:
-        count = profile.chapter_questions
+        count = min(profile.chapter_questions, profile.limit_questions or profile.chapter_questions)
         folder = Path(profile.runs_dir) / CHAPTER_SIZED / f"results-first-{count}-questions"
         eval_profile = replace(profile, limit_questions=count, postprocess=(), results_dir=str(folder))
         log(f"the study's evaluations are not in {profile.results_dir} (from scratch): its runs evaluated on the "
