@@ -15,9 +15,9 @@ it has AMX bf16 tiles, cores, torch threads, the precision the profile then uses
   outputs and the recorded times come from one run; ``--keep-outputs DIR`` copies each executed notebook into
   ``DIR`` instead, in any mode (to read what a from-scratch run showed).
 * ``--from-scratch`` runs the chapters, in book order, in a temporary folder with an empty ``results/``, no
-  ``runs/`` and an empty package cache (``$HYBRID_UTILS_CACHE``: the converted model, the embedding store), as
-  on a fresh clone on a new machine: everything the chapters read is computed first, the bundled model is
-  converted by the first chapter that loads it. Not with ``--write``.
+  ``runs/`` and an empty package cache (``$HYBRID_UTILS_CACHE``: the converted model, the embedding and
+  frozen-layer stores), as on a fresh clone on a new machine: everything the chapters read is computed first, the
+  bundled model is converted by the first chapter that loads it. Not with ``--write``.
 
 ``seconds`` are wall-clock, which other processes on the machine stretch: the load average before and after
 each chapter is recorded, and ``cpu_seconds``, the kernel's own CPU time, which they do not change much.

@@ -132,6 +132,7 @@ class TrainConfig:
         discriminator_queue: embeddings of earlier batches the discriminator also classifies,
             so that it sees several languages per step even with monolingual batches.
         discriminator_warm_start: discriminator-only steps on a mixed-language sample before training.
+        discriminator_sample: texts per language and side (questions, answers) in that sample.
         discriminator_heldout_every: log the discriminator's accuracy on held-out texts every N steps, and at
             every step of the first and last tenth of training (needs ``eval_holdout > 0``; 0: never; see
             :class:`~hybrid_utils.adversarial.HeldoutDiscriminatorCallback`). It only writes the log: the trained
@@ -187,6 +188,7 @@ class TrainConfig:
     discriminator_lr: float | None = 1e-3
     discriminator_queue: int = 1024
     discriminator_warm_start: int = 200
+    discriminator_sample: int | None = None
     discriminator_heldout_every: int = 10
     prefix_cache: bool = True
     save_steps: int = 50

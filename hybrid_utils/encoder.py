@@ -17,7 +17,9 @@ Typical use::
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
@@ -96,6 +98,7 @@ def load_encoder(
                 # its tokenizer files are the base model's, parsed once per process (plumbing.shared_tokenizer)
                 with quiet_transformers(), shared_tokenizers():
                     model = SentenceTransformer(name_or_path, device=device)
+                _drop_unsaved_pooler(model, name_or_path)
             else:
                 model = SentenceTransformer(name_or_path, device=device)
         except Exception as exc:  # noqa: BLE001 - re-raised below unless it is the offline case
@@ -132,6 +135,35 @@ def load_encoder(
                 transformer.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
             )
     return model
+
+
+def _drop_unsaved_pooler(model, folder: str) -> None:
+    """Remove the BERT pooler that loading re-created with random weights when ``folder`` saved none.
+
+    A model fine-tuned from the bundled one has no pooler; ``transformers`` builds one with a fresh random
+    initialisation on every load. Mean pooling never uses it, but it made the weights differ from load to load,
+    so the embedding store (keyed by a hash of every weight) never recognised a trained run in another process.
+    """
+    auto = getattr(model[0], "auto_model", None) if len(model) else None
+    if getattr(auto, "pooler", None) is None:
+        return
+    saved = _saved_weight_names(Path(folder)) or _saved_weight_names(Path(folder) / "0_Transformer")
+    if saved is not None and not any(".pooler." in f".{name}" for name in saved):
+        auto.pooler = None
+
+
+def _saved_weight_names(folder: Path) -> set[str] | None:
+    """Names of the weights saved in a Hugging Face model folder (safetensors only; None when unknown)."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return set(json.loads(index.read_text())["weight_map"])
+    single = folder / "model.safetensors"
+    if not single.exists():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(single), "pt") as handle:
+        return set(handle.keys())
 
 
 def _ensure_retrieval_prompts(model) -> None:

