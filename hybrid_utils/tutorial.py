@@ -120,7 +120,8 @@ def answer_similarities(models: Mapping[str, Any], dataset, languages: Sequence[
     ``question_language`` and in every language of ``languages``; the question is encoded with
     the ``"query"`` prompt, the answers with ``"passage"``. ``models`` maps a row name to a
     SentenceTransformer or a run folder. One row per model, one column per answer language,
-    plus ``n_questions``.
+    plus ``n_questions``. The embeddings are read from the embedding store where the evaluation (or an earlier
+    call) encoded these texts with the model.
     """
     from .encoder import encode_texts
 
@@ -137,8 +138,9 @@ def answer_similarities(models: Mapping[str, Any], dataset, languages: Sequence[
     for name, model in models.items():
         if isinstance(model, (str, Path)):
             model = load_encoder(model)
-        qe = encode_texts(model, questions, "query", show_progress_bar=False)
-        ae = encode_texts(model, answers, "passage", show_progress_bar=False).reshape(len(languages), len(ids), -1)
+        qe = encode_texts(model, questions, "query", show_progress_bar=False, store=True)
+        ae = encode_texts(model, answers, "passage", show_progress_bar=False, store=True)
+        ae = ae.reshape(len(languages), len(ids), -1)
         rows[name] = {lang: float((qe * ae[k]).sum(1).mean()) for k, lang in enumerate(languages)}
     table = pd.DataFrame(rows).T[list(languages)]
     table.columns.name = f"{question_language} question → answer in"

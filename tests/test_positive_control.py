@@ -45,7 +45,7 @@ def test_run_positive_control_writes_rows_and_resumes(tmp_path):
     from hybrid_utils.study.positive_control import run_positive_control
 
     out = tmp_path / "pc.csv"
-    small = dict(languages=("de", "en", "es"), limit_pairs=600, batch_size=8, steps=2)
+    small = dict(languages=("de", "en", "es"), limit_pairs=600, batch_size=8, steps=2, eval_holdout=0.04)
     frame = run_positive_control(["pretrained-top2-120"], seeds=[1], output=out, runs_dir=tmp_path / "runs",
                                  eval_every=2, log=None, **small)
     assert list(frame.columns) == COLUMNS and sorted(set(frame["method"])) == ["cross-lingual", "monolingual"]

@@ -39,7 +39,7 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
     out = tmp_path / "tuning.csv"
     frame = tune("mlqa-r", methods=["hybrid"], grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
                  runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8,
-                 choose_with={"num_trainable_layers": 2})
+                 eval_holdout=0.04, choose_with={"num_trainable_layers": 2})  # 4 %: a validation pool of seconds
     assert list(frame.columns[:6]) == ["train_on", "method", "learning_rate", "scale", "num_trainable_layers", "step"]
     assert sorted(set(frame["step"])) == [0, 2, 4]
     assert len(frame) == 6
@@ -54,7 +54,8 @@ def test_tune_tracks_validation_mAP_on_held_out_training_questions(tmp_path):
     assert pd.read_csv(out).shape == frame.shape
     seconds = list(frame["seconds"])
     again = tune("mlqa-r", methods=["hybrid"], grid={"learning_rate": (1e-4, 1e-3)}, steps=4, eval_every=2, output=out,
-                 runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8)
+                 runs_dir=tmp_path / "runs", log=None, languages=("de", "en", "es"), limit_pairs=1500, batch_size=8,
+                 eval_holdout=0.04)
     assert list(again["seconds"]) == seconds  # resumed: both grid points were already there, nothing retrained
 
 

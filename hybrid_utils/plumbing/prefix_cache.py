@@ -107,7 +107,8 @@ class FrozenPrefixCache:
         self.precision = precision
         self._reference = {k: v.detach().clone() for k, v in prefix_state(base_model, num_frozen_layers).items()}
         self._entries: dict[tuple[str, str], tuple[list, np.ndarray, dict[str, int]]] = {}
-        self.store = FrozenLayerStore() if store is True else (store or None)
+        store = FrozenLayerStore() if store is True else (store or None)
+        self.store = store if store is not None and store.enabled else None  # a limit of 0: memory only
         self._digest: str | None = None
 
     def store_key(self, texts: Sequence[str], prompt_name: str | None) -> str:
