@@ -2,8 +2,8 @@
 
 :class:`~hybrid_utils.plumbing.prefix_cache.FrozenPrefixCache` computes the hidden states of an evaluation
 pool after the frozen lower layers once per process. Each chapter is a process of its own, so every chapter
-that evaluates a newly trained model computed them again: about 270 s for the XQuAD-R pool on 2 fp32 cores,
-15 s for the ``smoke`` profile's 25 questions. :class:`FrozenLayerStore` keeps them in
+that evaluates a newly trained model computed them again (15.7 s of a 28.6 s cell of ``solutions/04`` in the
+``smoke`` profile, measured with cProfile on one core). :class:`FrozenLayerStore` keeps them in
 ``<cache>/frozen-layers/<key>/states.pt``, where ``<cache>`` is ``$HYBRID_UTILS_CACHE`` (default
 ``~/.cache/hybrid_utils``).
 
@@ -11,9 +11,9 @@ The key is a hash of everything the states depend on (:meth:`FrozenPrefixCache.s
 of the embeddings and lower layers, the number of lower layers, the tokenizer, the prompt, ``max_seq_length``,
 the precision, the batch size and the texts in order. A stored entry holds the padded batches exactly as they
 were computed, so reading it gives the same numbers as computing it. The store keeps at most
-``$HYBRID_FROZEN_CACHE_MB`` megabytes (default 3,000: the XQuAD-R pool's questions and sentences take about
-1.3 GB in fp32; ``0`` turns it off) and deletes the least recently used entries beyond that;
-``python -m hybrid_utils cache --clear`` deletes them with the stored embeddings.
+``$HYBRID_FROZEN_CACHE_MB`` megabytes (default 3,000, so that the full XQuAD-R pool's fp32 states fit: about
+1.4 GB, 893k padded tokens x 384 dimensions x 4 bytes; ``0`` turns it off) and deletes the least recently used
+entries beyond that; ``python -m hybrid_utils cache --clear`` deletes them with the stored embeddings.
 
 Hand-written: no library caches a network's intermediate states across processes.
 """

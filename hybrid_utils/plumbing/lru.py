@@ -61,7 +61,6 @@ class LRURegistry(Generic[V]):
         self._values.clear()
 
 
-
 class SizeLimitedFolder:
     """A folder of entries, one sub-folder each, kept under a size limit: the least recently used go first.
 
