@@ -88,7 +88,7 @@ class EmbeddingStore(SizeLimitedFolder):
 
     def key(self, model, prompt_name: str | None, precision: str = "fp32") -> str | None:
         """The folder name of ``model``'s embeddings with this prompt and precision (None: not storable)."""
-        fingerprint = model_fingerprint(model) if self.max_bytes > 0 else None
+        fingerprint = model_fingerprint(model) if self.enabled else None
         if fingerprint is None:
             return None
         prompt = (model.prompts or {}).get(prompt_name, "") if prompt_name else ""

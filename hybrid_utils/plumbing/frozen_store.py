@@ -51,10 +51,6 @@ class FrozenLayerStore(SizeLimitedFolder):
             max_megabytes = float(os.environ.get(SIZE_ENV, DEFAULT_MEGABYTES))
         super().__init__(root if root is not None else cache_root() / "frozen-layers", max_megabytes)
 
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
-
     def read(self, key: str):
         """The entry stored under ``key``, or None (nothing stored, the store is off, or the file is damaged)."""
         import torch

@@ -76,6 +76,11 @@ class SizeLimitedFolder:
         self.root = Path(root)
         self.max_bytes = int(max_megabytes * 1e6)
 
+    @property
+    def enabled(self) -> bool:
+        """False when the size limit is 0: nothing is read or written."""
+        return self.max_bytes > 0
+
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.glob("*/*") if f.is_file())
 

@@ -136,7 +136,8 @@ class FrozenPrefixCache:
         key = (prompt_name or "", "\x00".join(texts))
         if key in self._entries:
             return self._entries[key]
-        stored = self.store.read(self.store_key(texts, prompt_name)) if self.store is not None else None
+        disk_key = self.store_key(texts, prompt_name) if self.store is not None else None
+        stored = self.store.read(disk_key) if disk_key is not None else None
         if stored is not None:
             device = self.base_model.device
             batches, inverse, n_unique = stored
@@ -163,8 +164,8 @@ class FrozenPrefixCache:
                 batches.append((index, hidden, features["attention_mask"]))
         entry = (batches, inverse, len(order_texts))
         self._entries[key] = entry
-        if self.store is not None:
-            self.store.write(self.store_key(texts, prompt_name), entry)
+        if disk_key is not None:
+            self.store.write(disk_key, entry)
         return entry
 
     def encode(self, model, texts: Sequence[str], prompt_name: str | None, show_progress_bar: bool = True) -> np.ndarray:
